@@ -1,0 +1,118 @@
+"""The `echoseg` command line: a Typer app of thin wrappers over echoseg.core.
+
+`main()` owns the exit codes: 0 done, 2 bad input or usage, 1 internal error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+
+import click
+import typer
+
+from echoseg import __version__
+from echoseg.core.console import console, set_progress
+from echoseg.core.errors import UserError
+
+app = typer.Typer(
+    name="echoseg",
+    help="Synthetic data for vision-language segmentation of echocardiography.\n\n"
+    "Every command writes one run directory and prints its path (only that) on stdout:\n\n"
+    "  RUN=$(echoseg data toy camus --patients 10)",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"echoseg {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Never show progress bars."),
+) -> None:
+    """Synthetic data for vision-language segmentation of echocardiography."""
+    set_progress(False if no_progress else None)
+
+
+# (module, group name); a group is registered once its module exists in the package.
+GROUPS = [
+    ("data", "data"),
+    ("prompts", "prompts"),
+    ("synth", "synth"),
+    ("curate", "curate"),
+    ("train", None),
+    ("distill", None),
+    ("eval", "eval"),
+    ("stats", "stats"),
+    ("models", "models"),
+]
+
+
+def _register() -> None:
+    import importlib
+    import importlib.util
+
+    for module, group in GROUPS:
+        if importlib.util.find_spec(f"echoseg.cli.{module}") is None:
+            continue
+        mod = importlib.import_module(f"echoseg.cli.{module}")
+        if group is None:  # a single command (echoseg train, echoseg distill)
+            mod.register(app)
+        else:
+            app.add_typer(mod.app, name=group)
+
+
+_register()
+
+
+def _sigterm(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (never raises)."""
+    if argv is not None:
+        sys.argv = ["echoseg", *argv]
+    try:
+        signal.signal(signal.SIGTERM, _sigterm)
+    except ValueError:  # not in the main thread
+        pass
+    try:
+        result = app(args=argv, prog_name="echoseg", standalone_mode=False)
+        return int(result) if isinstance(result, int) else 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        console.print("interrupted", style="yellow")
+        return 130
+    except click.ClickException as exc:
+        hint = ""
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            hint = f" (see '{ctx.command_path} --help')"
+        console.print(f"error: {exc.format_message()}{hint}", markup=False, highlight=False)
+        return 2
+    except UserError as exc:
+        console.print(f"error: {exc}", markup=False, highlight=False)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback on the console
+        if os.environ.get("ECHOSEG_DEBUG"):
+            traceback.print_exc()
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        console.print(
+            f"internal error: {type(exc).__name__}: {first} (traceback in the run's log.txt; "
+            "set ECHOSEG_DEBUG=1 to print it)",
+            markup=False,
+            highlight=False,
+        )
+        return 1

@@ -1,0 +1,157 @@
+"""`echoseg data ...`: toy data sets, checks and DICOM import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from echoseg.cli.options import ConfigOpt, NameOpt, OutOpt, SeedOpt, SetOpt, emit_run_path, open_run, resolve
+from echoseg.core.errors import UserError
+from echoseg.core.runs import run_context
+
+app = typer.Typer(help="Read, check, import and generate data sets.", no_args_is_help=True)
+toy_app = typer.Typer(
+    help="Write toy data sets in the real published layouts (for demos and CI).", no_args_is_help=True
+)
+app.add_typer(toy_app, name="toy")
+
+
+def _positive(value: int, option: str, low: int = 1, high: int | None = None) -> None:
+    if value < low or (high is not None and value > high):
+        rng = f">= {low}" if high is None else f"in {low}..{high}"
+        raise UserError(f"{option} must be {rng}, got {value}")
+
+
+@toy_app.command("camus")
+def toy_camus(
+    ctx: typer.Context,
+    out: OutOpt = None,
+    name: NameOpt = None,
+    patients: Annotated[int, typer.Option(help="Number of patients (2CH+4CH, ED+ES each).")] = 10,
+    size: Annotated[int, typer.Option(help="Image height and width in pixels.")] = 256,
+    layout: Annotated[str, typer.Option(help="nifti (CAMUS 2023 release) or mhd (legacy 2019 release).")] = "nifti",
+    seed: SeedOpt = 0,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Write a toy CAMUS data set (NIfTI or legacy MHD layout) with Info_*.cfg metadata.
+
+    Example: echoseg data toy camus --patients 10 --layout nifti --out toy/camus
+    """
+    from echoseg.core.data.manifest import write_manifest
+    from echoseg.core.data.toy_camus import write_toy_camus
+
+    cfg = resolve(ctx, config, sets)
+    _positive(cfg["patients"], "--patients")
+    _positive(cfg["size"], "--size", 32, 2048)
+    if cfg["layout"] not in ("nifti", "mhd"):
+        raise UserError(f"--layout must be nifti or mhd, got {cfg['layout']!r}")
+    run = open_run("data", "toy-camus", cfg, out=out, name=name)
+    with run_context(run):
+        manifest = write_toy_camus(run.path, patients=cfg["patients"], size=cfg["size"],
+                                   layout=cfg["layout"], seed=cfg["seed"])
+        write_manifest(manifest, run.file("manifest.csv"))
+        run.write_summary({"dataset": f"camus-{cfg['layout']}", "patients": cfg["patients"],
+                           "samples": len(manifest), "images": int(manifest["image"].nunique())})
+        run.log(f"toy CAMUS ({cfg['layout']}): {cfg['patients']} patients, {manifest['image'].nunique()} images")
+    emit_run_path(run.path)
+
+
+@toy_app.command("sdm-camus")
+def toy_sdm_camus(
+    ctx: typer.Context,
+    out: OutOpt = None,
+    name: NameOpt = None,
+    patients: Annotated[int, typer.Option(help="Number of source patients.")] = 5,
+    copies: Annotated[int, typer.Option(help="Synthetic images per (patient, view, phase).")] = 2,
+    size: Annotated[int, typer.Option(help="Image height and width in pixels.")] = 256,
+    seed: SeedOpt = 0,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Write a toy SDM CAMUS data set (synthetic PNG images with sector label maps).
+
+    Example: echoseg data toy sdm-camus --patients 5 --copies 2 --out toy/sdm
+    """
+    from echoseg.core.data.manifest import write_manifest
+    from echoseg.core.data.toy_sdm import write_toy_sdm_camus
+
+    cfg = resolve(ctx, config, sets)
+    _positive(cfg["patients"], "--patients")
+    _positive(cfg["copies"], "--copies")
+    _positive(cfg["size"], "--size", 32, 2048)
+    run = open_run("data", "toy-sdm-camus", cfg, out=out, name=name)
+    with run_context(run):
+        manifest = write_toy_sdm_camus(run.path, patients=cfg["patients"], copies=cfg["copies"],
+                                       size=cfg["size"], seed=cfg["seed"])
+        write_manifest(manifest, run.file("manifest.csv"))
+        run.write_summary({"dataset": "sdm-camus", "patients": cfg["patients"], "samples": len(manifest),
+                           "images": int(manifest["image"].nunique())})
+        run.log(f"toy SDM CAMUS: {manifest['image'].nunique()} images")
+    emit_run_path(run.path)
+
+
+@toy_app.command("echonet")
+def toy_echonet(
+    ctx: typer.Context,
+    out: OutOpt = None,
+    name: NameOpt = None,
+    videos: Annotated[int, typer.Option(help="Number of videos.")] = 8,
+    frames: Annotated[int, typer.Option(help="Frames per video.")] = 64,
+    size: Annotated[int, typer.Option(help="Frame height and width (EchoNet-Dynamic uses 112).")] = 112,
+    seed: SeedOpt = 0,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Write a toy EchoNet-Dynamic data set (FileList.csv, VolumeTracings.csv, Videos/*.avi).
+
+    Example: echoseg data toy echonet --videos 8 --frames 64 --out toy/echonet
+    """
+    from echoseg.core.data.toy_echonet import write_toy_echonet
+
+    cfg = resolve(ctx, config, sets)
+    _positive(cfg["videos"], "--videos")
+    _positive(cfg["frames"], "--frames", 16)
+    _positive(cfg["size"], "--size", 32, 1024)
+    run = open_run("data", "toy-echonet", cfg, out=out, name=name)
+    with run_context(run):
+        filelist = write_toy_echonet(run.path, videos=cfg["videos"], frames=cfg["frames"],
+                                     size=cfg["size"], seed=cfg["seed"])
+        run.write_summary({"dataset": "echonet", "videos": len(filelist),
+                           "splits": filelist["Split"].value_counts().to_dict()})
+        run.log(f"toy EchoNet-Dynamic: {len(filelist)} videos of {cfg['frames']} frames")
+    emit_run_path(run.path)
+
+
+@app.command("import-dicom")
+def import_dicom(
+    ctx: typer.Context,
+    files: Annotated[list[Path], typer.Argument(help="DICOM files (single- or multi-frame ultrasound).")],
+    out: OutOpt = None,
+    name: NameOpt = None,
+    size: Annotated[int, typer.Option(help="Output frame size in pixels (0 keeps the original size).")] = 112,
+    split: Annotated[str, typer.Option(help="Split written to FileList.csv for every clip.")] = "TEST",
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Import DICOM cines as an EchoNet-Dynamic-layout data set (grey AVI + FileList.csv).
+
+    Example: echoseg data import-dicom clip1.dcm clip2.dcm --out imported
+    """
+    from echoseg.core.data.dicom import import_dicom as _import
+
+    for f in files:
+        if not Path(f).is_file():
+            raise UserError(f"{f}: file not found")
+    if size < 0:
+        raise UserError(f"--size must be >= 0, got {size}")
+    cfg = resolve(ctx, config, sets, exclude=("files",))
+    run = open_run("data", "import-dicom", cfg, out=out, name=name, inputs={"files": [str(f) for f in files]})
+    with run_context(run):
+        filelist = _import([Path(f) for f in files], run.path, size=cfg["size"], split=cfg["split"])
+        run.write_summary({"dataset": "echonet", "videos": len(filelist),
+                           "frames": int(filelist["NumberOfFrames"].sum())})
+        run.log(f"imported {len(filelist)} DICOM clip(s)")
+    emit_run_path(run.path)

@@ -1,0 +1,86 @@
+"""Reusable Typer option declarations and helpers shared by every command group."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+
+from echoseg.core.config import resolve_config
+
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", help="Run directory to write; must not exist or be empty. "
+                 "Default: runs/<group>-<verb>/<UTC time>_<name>."),
+]
+NameOpt = Annotated[str | None, typer.Option("--name", help="Short name appended to the default run directory.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (recorded in run.json).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto|cpu|cuda.")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="Mixed precision: no|fp16|bf16.")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="YAML/JSON file of option values (CLI options win over it).")
+]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override an option: --set key=value (repeatable; wins over all).")
+]
+ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="Continue an interrupted or failed run in place.")]
+
+
+def argv() -> list[str]:
+    """The command line as typed (program name first)."""
+    return ["echoseg", *sys.argv[1:]] if sys.argv else ["echoseg"]
+
+
+def explicit_params(ctx: typer.Context) -> set[str]:
+    """Names of parameters the user gave on the command line (not defaults)."""
+    explicit = set()
+    for name in ctx.params:
+        source = ctx.get_parameter_source(name)
+        if source not in (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP, None):
+            explicit.add(name)
+    return explicit
+
+
+def config_from(
+    ctx: typer.Context, config: Path | None, sets: list[str] | None, exclude: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Resolve the command's options against ``--config`` and ``--set`` (see core.config.resolve_config)."""
+    skip = {"config", "set", "sets", "out", "resume", *exclude}
+    params = {k: v for k, v in ctx.params.items() if k not in skip}
+    return resolve_config(params, explicit_params(ctx), config, sets)
+
+
+def emit_run_path(path: Path) -> None:
+    """Print the run directory on stdout: the only thing a command prints there."""
+    typer.echo(str(path))
+
+
+def resolve(
+    ctx: typer.Context, config: Path | None = None, sets: list[str] | None = None, exclude: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The command's resolved configuration (options < --config < explicit options < --set)."""
+    return config_from(ctx, config, sets, exclude=("name", *exclude))
+
+
+def open_run(
+    group: str,
+    verb: str | None,
+    cfg: dict[str, Any],
+    *,
+    out: Path | None,
+    name: str | None = None,
+    inputs: dict[str, Any] | None = None,
+    resume: Path | None = None,
+):
+    """Create (or, with ``resume``, reopen) the command's run directory; validate inputs before this."""
+    from echoseg.core.errors import UserError
+    from echoseg.core.runs import Run
+
+    if resume is not None:
+        if out is not None and Path(out).resolve() != Path(resume).resolve():
+            raise UserError("--resume and --out name different directories; give only --resume")
+        return Run.resume(resume, group, verb, argv=argv(), config=cfg)
+    return Run.create(group, verb, out=out, name=name, config=cfg, seed=cfg.get("seed"), inputs=inputs, argv=argv())

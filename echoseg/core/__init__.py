@@ -1,0 +1,1 @@
+"""Plain-Python core of echoseg: no Typer imports below this package."""

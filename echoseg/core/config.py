@@ -1,0 +1,100 @@
+"""Resolved configuration: defaults < --config file < explicit CLI options < --set overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from echoseg.core.errors import UserError
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON mapping of option names to values."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--config {p}: file not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "parse error"
+        raise UserError(f"--config {p}: not valid YAML/JSON ({first})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"--config {p}: expected a mapping of option names to values")
+    return {_norm(k): v for k, v in data.items()}
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """Parse repeated ``--set key=value`` (values read as YAML scalars: 3, 0.1, true, [1,2])."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r}: expected key=value")
+        try:
+            out[_norm(key)] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            out[_norm(key)] = raw
+    return out
+
+
+def _norm(key: Any) -> str:
+    return str(key).strip().replace("-", "_")
+
+
+def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise UserError(f"{source}: {key} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise UserError(f"{source}: {key} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{source}: {key} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, (str, Path)) and not isinstance(value, str):
+        return str(value)
+    return value
+
+
+def resolve_config(
+    params: dict[str, Any],
+    explicit: set[str],
+    config_file: str | Path | None = None,
+    sets: list[str] | None = None,
+) -> dict[str, Any]:
+    """Merge a command's option values with a config file and ``--set`` overrides.
+
+    Args:
+        params: the command's option values (defaults or as given), keyed by option name.
+        explicit: names of options the user gave on the command line; a config file does not override them.
+        config_file: optional YAML/JSON file.
+        sets: ``key=value`` strings, which override everything.
+    Returns:
+        The resolved configuration (recorded in run.json).
+    """
+    resolved = {k: (str(v) if isinstance(v, Path) else v) for k, v in params.items()}
+    known = sorted(params)
+    layers = []
+    if config_file is not None:
+        layers.append((load_config_file(config_file), f"--config {config_file}", True))
+    if sets:
+        layers.append((parse_sets(sets), "--set", False))
+    for values, source, respect_explicit in layers:
+        for key, value in values.items():
+            if key not in params:
+                raise UserError(f"{source}: unknown option {key!r} (known: {', '.join(known)})")
+            if respect_explicit and key in explicit:
+                continue
+            resolved[key] = _coerce(key, value, params[key], source)
+    return resolved
