@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
 import traceback
 
-import click
 import typer
 
 from echoseg import __version__
@@ -59,7 +59,6 @@ GROUPS = [
 
 
 def _register() -> None:
-    import importlib
     import importlib.util
 
     for module, group in GROUPS:
@@ -75,6 +74,21 @@ def _register() -> None:
 _register()
 
 
+def _click_exceptions() -> tuple[tuple, tuple, tuple]:
+    """(ClickException, Exit, Abort) classes of click and of the click copy newer Typer versions vendor."""
+    mods = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            mods.append(importlib.import_module(name))
+        except ImportError:
+            continue
+    return (
+        tuple(m.ClickException for m in mods),
+        tuple(getattr(m, "Exit", typer.Exit) for m in mods) + (typer.Exit,),
+        tuple(getattr(m, "Abort", typer.Abort) for m in mods) + (typer.Abort,),
+    )
+
+
 def _sigterm(signum, frame):  # noqa: ARG001
     raise KeyboardInterrupt
 
@@ -87,20 +101,21 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _sigterm)
     except ValueError:  # not in the main thread
         pass
+    click_error, click_exit, click_abort = _click_exceptions()
     try:
         result = app(args=argv, prog_name="echoseg", standalone_mode=False)
         return int(result) if isinstance(result, int) else 0
-    except click.exceptions.Exit as exc:
+    except click_exit as exc:
         return exc.exit_code
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, *click_abort):
         console.print("interrupted", style="yellow")
         return 130
-    except click.ClickException as exc:
-        hint = ""
-        ctx = getattr(exc, "ctx", None)
-        if ctx is not None:
-            hint = f" (see '{ctx.command_path} --help')"
-        console.print(f"error: {exc.format_message()}{hint}", markup=False, highlight=False)
+    except click_error as exc:
+        message = exc.format_message()
+        if message:  # empty when a group was called without a command: its help was shown
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            console.print(f"error: {message}{hint}", markup=False, highlight=False)
         return 2
     except UserError as exc:
         console.print(f"error: {exc}", markup=False, highlight=False)

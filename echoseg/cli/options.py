@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from echoseg.core.config import resolve_config
@@ -39,7 +38,7 @@ def explicit_params(ctx: typer.Context) -> set[str]:
     explicit = set()
     for name in ctx.params:
         source = ctx.get_parameter_source(name)
-        if source not in (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP, None):
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
             explicit.add(name)
     return explicit
 
