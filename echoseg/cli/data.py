@@ -155,3 +155,47 @@ def import_dicom(
                            "frames": int(filelist["NumberOfFrames"].sum())})
         run.log(f"imported {len(filelist)} DICOM clip(s)")
     emit_run_path(run.path)
+
+
+@app.command("check")
+def check(
+    ctx: typer.Context,
+    root: Annotated[Path, typer.Argument(help="Data set folder (CAMUS, SDM CAMUS or EchoNet-Dynamic layout).")],
+    dataset: Annotated[str, typer.Option(help="auto|camus|sdm-camus|echonet.")] = "auto",
+    out: OutOpt = None,
+    name: NameOpt = None,
+) -> None:
+    """Detect the layout, validate every file and summarise the data set.
+
+    Writes manifest.csv (CAMUS, SDM CAMUS) or videos.csv (EchoNet) of the usable samples, problems.csv and
+    summary.json. Exits 2 when any file is unusable, after listing each with its reason.
+
+    Example: echoseg data check /data/CAMUS_public
+    """
+    from echoseg.cli.report import print_check_report
+    from echoseg.core.data.check import check_dataset
+    from echoseg.core.data.manifest import write_manifest
+    from echoseg.core.io import write_csv
+
+    report = check_dataset(root, dataset)
+    cfg = resolve(ctx, exclude=("root",))
+    cfg["root"] = str(Path(root).resolve())
+    run = open_run("data", "check", cfg, out=out, name=name, inputs={"root": root})
+    with run_context(run):
+        if report.is_video:
+            write_csv(run.file("videos.csv"), report.table)
+        else:
+            write_manifest(report.table, run.file("manifest.csv"))
+        import pandas as pd
+
+        problems = pd.DataFrame([{"path": p.path, "reason": p.reason} for p in report.problems],
+                                columns=["path", "reason"])
+        write_csv(run.file("problems.csv"), problems)
+        run.write_summary(report.summary())
+        print_check_report(report)
+        for p in report.problems:
+            run.log(f"bad file: {p.path}: {p.reason}")
+        if report.problems:
+            raise UserError(f"{len(report.problems)} unusable file(s) in {root} (listed above; "
+                            f"also in {run.path / 'problems.csv'})")
+    emit_run_path(run.path)
