@@ -150,7 +150,7 @@ def import_dicom(
     cfg = resolve(ctx, config, sets, exclude=("files",))
     run = open_run("data", "import-dicom", cfg, out=out, name=name, inputs={"files": [str(f) for f in files]})
     with run_context(run):
-        filelist = _import([Path(f) for f in files], run.path, size=cfg["size"], split=cfg["split"])
+        filelist = _import([Path(f) for f in files], run.path, size=cfg["size"], split=cfg["split"], log=run.log)
         run.write_summary({"dataset": "echonet", "videos": len(filelist),
                            "frames": int(filelist["NumberOfFrames"].sum())})
         run.log(f"imported {len(filelist)} DICOM clip(s)")

@@ -1,0 +1,291 @@
+"""EchoNet-Dynamic in its published layout: ``FileList.csv``, ``VolumeTracings.csv``, ``Videos/*.avi``.
+
+Conventions used throughout echoseg:
+
+- ``FileName`` is normalised **without** the ``.avi`` extension (the published FileList has none, the published
+  VolumeTracings has it; both spellings are accepted in both files). The video is ``Videos/<FileName>.avi``.
+- ``Split`` is upper-cased (TRAIN, VAL, TEST).
+- Tracing coordinates are pixels of the video itself (112x112 in EchoNet-Dynamic); frames are 0-based.
+- For each traced frame the first row is the long axis; the other rows are the disks (X1, Y1) - (X2, Y2). The
+  LV polygon runs through X1/Y1 of rows 2.. then X2/Y2 of rows 2.. reversed (as EchoNet-Dynamic's own code).
+- ED and ES of the traced frames are decided by traced area (larger = ED), never by row order.
+- ``check_echonet`` tolerates a decoded frame count that differs from ``NumberOfFrames`` by at most
+  ``FRAME_COUNT_TOLERANCE`` (1) frame: some encoders drop or duplicate a trailing frame. Larger mismatches and any
+  frame-size mismatch are problems.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from echoseg.core.data.manifest import Problem
+from echoseg.core.errors import UserError
+
+FILELIST_COLUMNS = ["FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split"]
+REQUIRED_FILELIST_COLUMNS = ("FileName", "Split")
+NUMERIC_COLUMNS = ("EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames")
+TRACING_COLUMNS = ["FileName", "X1", "Y1", "X2", "Y2", "Frame"]
+FRAME_COUNT_TOLERANCE = 1
+SPLIT_NAMES = ("TRAIN", "VAL", "TEST")
+
+
+def normalize_name(name: str) -> str:
+    """A FileName without surrounding blanks and without a trailing ``.avi`` (any case)."""
+    name = str(name).strip()
+    return name[:-4] if name.lower().endswith(".avi") else name
+
+
+def video_path(root: str | Path, name: str) -> Path:
+    """Path of a video in the layout: ``<root>/Videos/<name>.avi``."""
+    return Path(root) / "Videos" / f"{normalize_name(name)}.avi"
+
+
+def detect_echonet(root: str | Path) -> bool:
+    """Whether ``root`` holds an EchoNet-Dynamic layout (``FileList.csv`` and a ``Videos/`` folder)."""
+    root = Path(root)
+    return (root / "FileList.csv").is_file() and (root / "Videos").is_dir()
+
+
+def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        # utf-8-sig drops a byte-order mark; the C parser accepts LF and CRLF line ends.
+        df = pd.read_csv(path, encoding="utf-8-sig", skipinitialspace=True, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def read_filelist(root: str | Path) -> pd.DataFrame:
+    """Read ``FileList.csv`` with normalised FileName (no ``.avi``) and upper-case Split.
+
+    FileName and Split are required; other EchoNet columns missing from the file are added as NaN
+    (``check_echonet`` reports them). Numeric columns are parsed as numbers (unparseable values become NaN).
+
+    Raises:
+        UserError: the file is missing or unreadable, lacks a required column, or repeats a FileName.
+    """
+    path = Path(root) / "FileList.csv"
+    df = _read_csv(path, dtype={"FileName": str, "Split": str})
+    for col in REQUIRED_FILELIST_COLUMNS:
+        if col not in df.columns:
+            raise UserError(f"{path}: missing column {col!r} (columns are {', '.join(df.columns)})")
+    df = df.dropna(subset=["FileName"]).copy()
+    df["FileName"] = df["FileName"].map(normalize_name)
+    df["Split"] = df["Split"].fillna("").astype(str).str.strip().str.upper()
+    for col in NUMERIC_COLUMNS:
+        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else np.nan
+    dup = df["FileName"].duplicated()
+    if dup.any():
+        raise UserError(f"{path}: FileName {df.loc[dup, 'FileName'].iloc[0]!r} listed more than once")
+    extras = [c for c in df.columns if c not in FILELIST_COLUMNS]
+    return df[FILELIST_COLUMNS + extras].reset_index(drop=True)
+
+
+def read_tracings(root: str | Path) -> dict[str, dict[int, np.ndarray]]:
+    """Read ``VolumeTracings.csv``: per video (normalised FileName), per frame, its (N, 4) X1, Y1, X2, Y2 rows.
+
+    Rows keep their file order within a frame. A missing file means no tracings (empty dict).
+
+    Raises:
+        UserError: the file is unreadable, its columns are not exactly FileName, X1, Y1, X2, Y2, Frame, or a
+            coordinate or frame is not a number.
+    """
+    path = Path(root) / "VolumeTracings.csv"
+    if not path.is_file():
+        return {}
+    df = _read_csv(path, dtype={"FileName": str})
+    if list(df.columns) != TRACING_COLUMNS:
+        raise UserError(f"{path}: columns must be exactly {', '.join(TRACING_COLUMNS)}, got {', '.join(df.columns)}")
+    if df.empty:
+        return {}
+    coords = df[["X1", "Y1", "X2", "Y2", "Frame"]].apply(pd.to_numeric, errors="coerce")
+    bad = coords.isna().any(axis=1) | df["FileName"].isna()
+    if bad.any():
+        line = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # 1-based, after the header
+        raise UserError(f"{path}: line {line} has an empty or non-numeric value")
+    frames = coords["Frame"].to_numpy()
+    if not np.all(frames == np.round(frames)):
+        raise UserError(f"{path}: Frame values must be integers")
+    names = df["FileName"].map(normalize_name).to_numpy()
+    xy = coords[["X1", "Y1", "X2", "Y2"]].to_numpy(dtype=np.float64)
+    out: dict[str, dict[int, np.ndarray]] = {}
+    keys = pd.DataFrame({"n": names, "f": frames.astype(np.int64)})
+    for (name, frame), idx in keys.groupby(["n", "f"], sort=False).indices.items():
+        out.setdefault(name, {})[int(frame)] = xy[np.sort(idx)]
+    return out
+
+
+def tracing_polygon(rows: np.ndarray) -> np.ndarray:
+    """The LV polygon of one traced frame: X1/Y1 of rows 2.. then X2/Y2 of rows 2.. reversed.
+
+    Args:
+        rows: (N, 4) X1, Y1, X2, Y2 rows, the first being the long axis.
+
+    Returns:
+        (2 * (N - 1), 2) float array of (x, y) vertices.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[1] != 4 or rows.shape[0] < 3:
+        raise ValueError(f"a tracing needs >= 3 rows of X1, Y1, X2, Y2 (long axis + 2 disks), got {rows.shape}")
+    disks = rows[1:]
+    return np.concatenate([disks[:, 0:2], disks[::-1, 2:4]], axis=0)
+
+
+def polygon_area(polygon: np.ndarray) -> float:
+    """Area of a simple polygon (shoelace formula), in squared coordinate units."""
+    x, y = polygon[:, 0], polygon[:, 1]
+    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0)
+
+
+def tracing_area(rows: np.ndarray) -> float:
+    """Area in pixels of the polygon of one traced frame."""
+    return polygon_area(tracing_polygon(rows))
+
+
+def tracing_volume(rows: np.ndarray, cm_per_pixel: float = 1.0) -> float:
+    """LV volume of one traced frame by the single-plane method of disks (Simpson's rule).
+
+    V = sum_i pi * (d_i / 2)^2 * L / n, with d_i the length of disk row i, L the long-axis length (row 1) and n
+    the number of disks. In mL (cm^3) when ``cm_per_pixel`` is the pixel size in cm.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[1] != 4 or rows.shape[0] < 2:
+        raise ValueError(f"a tracing needs a long axis and >= 1 disk row, got {rows.shape}")
+    lengths = np.hypot(rows[:, 2] - rows[:, 0], rows[:, 3] - rows[:, 1]) * cm_per_pixel
+    axis, diameters = lengths[0], lengths[1:]
+    return float(np.sum(math.pi * (diameters / 2.0) ** 2) * axis / len(diameters))
+
+
+def tracing_mask(rows: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Rasterise the LV polygon of one traced frame into a (height, width) uint8 mask of 0/1."""
+    poly = tracing_polygon(rows)
+    mask = np.zeros((int(height), int(width)), np.uint8)
+    shift = 4  # sub-pixel vertices: cv2 takes fixed-point coordinates with 4 fractional bits
+    pts = np.round(poly * (1 << shift)).astype(np.int32).reshape(-1, 1, 2)
+    cv2.fillPoly(mask, [pts], 1, lineType=cv2.LINE_8, shift=shift)
+    return mask
+
+
+def reference_frames(tracings_for_video: dict[int, np.ndarray]) -> tuple[int, int] | None:
+    """(ED, ES) frame indices of one video's traced frames: largest traced area = ED, smallest = ES.
+
+    Returns None when fewer than two frames carry a usable (>= 3 rows) tracing. Ties go to the lower frame.
+    """
+    areas = {}
+    for frame, rows in tracings_for_video.items():
+        try:
+            areas[int(frame)] = tracing_area(rows)
+        except ValueError:
+            continue
+    if len(areas) < 2:
+        return None
+    order = sorted(areas, key=lambda f: (-areas[f], f))
+    ed = order[0]
+    es = min((f for f in areas if f != ed), key=lambda f: (areas[f], f))
+    return ed, es
+
+
+def read_echonet(root: str | Path, split: str = "all") -> pd.DataFrame:
+    """One row per video: FileName, path, the FileList columns, ed_frame, es_frame (NaN when untraced), traced.
+
+    Args:
+        root: the data set folder (``FileList.csv``, ``VolumeTracings.csv``, ``Videos/``).
+        split: ``all`` or a split name (case-insensitive: train, val, test, ...).
+
+    Videos are not decoded here (``check_echonet`` does that).
+    """
+    root = Path(root)
+    filelist = read_filelist(root)
+    tracings = read_tracings(root)
+    refs = {name: reference_frames(t) for name, t in tracings.items()}
+    df = filelist.copy()
+    df.insert(1, "path", [str(video_path(root, n).resolve()) for n in df["FileName"]])
+    pairs = [refs.get(n) for n in df["FileName"]]
+    df["ed_frame"] = [float(p[0]) if p else np.nan for p in pairs]
+    df["es_frame"] = [float(p[1]) if p else np.nan for p in pairs]
+    df["traced"] = df["ed_frame"].notna()
+    if split.lower() != "all":
+        df = df[df["Split"] == split.strip().upper()]
+        if df.empty:
+            found = ", ".join(sorted(filelist["Split"].unique()))
+            raise UserError(f"{root / 'FileList.csv'}: no video in split {split!r} (splits: {found})")
+    return df.reset_index(drop=True)
+
+
+def _check_video(row: pd.Series) -> tuple[int | None, str | None]:
+    """Decode one video; return (decoded frame count, problem or None)."""
+    from echoseg.core.data.video import load_video
+
+    try:
+        frames = load_video(row["path"])
+    except UserError as exc:
+        return None, str(exc).split(": ", 1)[-1]
+    t, h, w = frames.shape
+    declared = row["NumberOfFrames"]
+    if pd.notna(declared) and abs(t - int(declared)) > FRAME_COUNT_TOLERANCE:
+        return t, f"decodes {t} frames, FileList.csv declares NumberOfFrames={int(declared)}"
+    for col, got in (("FrameHeight", h), ("FrameWidth", w)):
+        if pd.notna(row[col]) and int(row[col]) != got:
+            return t, f"frames are {h}x{w}, FileList.csv declares {col}={int(row[col])}"
+    return t, None
+
+
+def check_echonet(root: str | Path) -> tuple[pd.DataFrame, list[Problem]]:
+    """Validate an EchoNet-Dynamic folder: headers, every video, every tracing.
+
+    Every video is decoded and must match its declared size and frame count (within FRAME_COUNT_TOLERANCE);
+    tracings must name listed videos and frames inside them and have >= 3 rows.
+
+    Returns:
+        The ``read_echonet`` table restricted to videos without problems, and the problems found.
+    """
+    from echoseg.core.console import track
+
+    root = Path(root)
+    problems: list[Problem] = []
+    filelist_path, tracings_path = root / "FileList.csv", root / "VolumeTracings.csv"
+    try:
+        table = read_echonet(root)
+    except UserError as exc:
+        msg = str(exc)
+        where = str(tracings_path) if msg.startswith(str(tracings_path)) else str(filelist_path)
+        reason = msg[len(where) + 2:] if msg.startswith(where + ": ") else msg
+        empty = pd.DataFrame(columns=["FileName", "path", *FILELIST_COLUMNS[1:], "ed_frame", "es_frame", "traced"])
+        return empty, [Problem(where, reason)]
+    header = pd.read_csv(filelist_path, nrows=0, encoding="utf-8-sig").columns.str.strip()
+    missing = [c for c in FILELIST_COLUMNS if c not in header]
+    if missing:
+        problems.append(Problem(str(filelist_path), f"missing column(s) {', '.join(missing)}"))
+    if not tracings_path.is_file():
+        problems.append(Problem(str(tracings_path), "file not found (no video is traced)"))
+    bad: set[str] = set()
+    counts: dict[str, int | None] = {}
+    for _, row in track(list(table.iterrows()), "checking videos"):
+        count, reason = _check_video(row)
+        counts[row["FileName"]] = count
+        if reason:
+            problems.append(Problem(row["path"], reason))
+            bad.add(row["FileName"])
+    listed = set(table["FileName"])
+    for name, frames in read_tracings(root).items():
+        if name not in listed:
+            problems.append(Problem(str(tracings_path), f"tracings for {name!r}, which FileList.csv does not list"))
+            continue
+        count = counts.get(name)
+        for frame, rows in frames.items():
+            if len(rows) < 3:
+                problems.append(Problem(str(tracings_path), f"{name} frame {frame}: only {len(rows)} row(s)"))
+                bad.add(name)
+            elif count is not None and not 0 <= frame < count:
+                problems.append(Problem(str(tracings_path),
+                                        f"{name} frame {frame} outside the video's {count} frames"))
+                bad.add(name)
+    return table[~table["FileName"].isin(bad)].reset_index(drop=True), problems
