@@ -25,6 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # reflows docstring paragraphs in --help
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -58,6 +59,16 @@ GROUPS = [
 ]
 
 
+def _typers(t):
+    """A Typer app and every Typer app nested in it."""
+    if t is None:
+        return []
+    out = [t]
+    for info in getattr(t, "registered_groups", []):
+        out.extend(_typers(info.typer_instance))
+    return out
+
+
 def _register() -> None:
     import importlib.util
 
@@ -65,6 +76,8 @@ def _register() -> None:
         if importlib.util.find_spec(f"echoseg.cli.{module}") is None:
             continue
         mod = importlib.import_module(f"echoseg.cli.{module}")
+        for sub in _typers(getattr(mod, "app", None)):
+            sub.rich_markup_mode = "markdown"
         if group is None:  # a single command (echoseg train, echoseg distill)
             mod.register(app)
         else:
