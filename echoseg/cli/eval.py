@@ -1,4 +1,4 @@
-"""`echoseg eval ...`: ED/ES detection scored as aFD, and the CLIP mask-quality score."""
+"""`echoseg eval ...`: segmentation metrics of a trained run, aFD of ED/ES detection, CLIP mask quality."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from echoseg.cli.options import ConfigOpt, DeviceOpt, NameOpt, OutOpt, SetOpt, e
 from echoseg.core.errors import UserError, require_dir
 from echoseg.core.runs import run_context
 
-app = typer.Typer(help="Evaluate segmentations: aFD of ED/ES detection, CLIP mask-quality score.",
+app = typer.Typer(help="Evaluate segmentations: Dice/IoU/HD95 of a trained run, aFD of ED/ES detection, "
+                  "CLIP mask quality.",
                   no_args_is_help=True)
 
 DataOpt = Annotated[Path, typer.Option("--data", help="EchoNet-Dynamic folder (FileList.csv, VolumeTracings.csv, "
@@ -157,3 +158,12 @@ def echoclip(
         run.log(f"CLIP mask score over {summary['videos_scored']} video(s): mean {summary['score_mean']:.4f}; "
                 f"{summary['videos_without_video']} without video")
     emit_run_path(run.path)
+
+
+def _register_seg() -> None:
+    from echoseg.cli.eval_seg import seg
+
+    app.command("seg")(seg)
+
+
+_register_seg()

@@ -113,7 +113,8 @@ class Run:
             raise UserError(f"--out {path} exists and is not a directory")
         if path.is_dir() and any(path.iterdir()):
             raise UserError(
-                f"--out {path} exists and is not empty; choose a new directory (or --resume it if the command supports it)"
+                f"--out {path} exists and is not empty; choose a new directory "
+                "(or --resume it if the command supports it)"
             )
         record = {
             "command": " ".join(p for p in (group, verb) if p),
@@ -160,7 +161,11 @@ class Run:
         if config is not None:
             record["config"] = config
         record.setdefault("resumed", []).append(
-            {"at": utc_now(), "argv": list(argv if argv is not None else sys.argv), "previous_status": record.get("status")}
+            {
+                "at": utc_now(),
+                "argv": list(argv if argv is not None else sys.argv),
+                "previous_status": record.get("status"),
+            }
         )
         record["status"] = "running"
         record["finished"] = None

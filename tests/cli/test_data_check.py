@@ -66,8 +66,8 @@ def test_camus_defects(camus, tmp_path, capsys, defect):
         path.write_bytes(data[: len(data) // 2])
         needle = "patient0001_2CH_ED.nii.gz"
     elif defect == "mask_shape":
-        import SimpleITK as sitk
         import numpy as np
+        import SimpleITK as sitk
 
         path = _nifti(root, "patient0002_4CH_ES_gt.nii.gz")
         sitk.WriteImage(sitk.GetImageFromArray(np.zeros((10, 12), np.uint8)), str(path))

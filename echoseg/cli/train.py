@@ -1,0 +1,164 @@
+"""`echoseg train`: train a VLSM (CLIPSeg) or the U-Net baseline on real, synthetic or synthetic-then-real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from echoseg.cli.options import (
+    DeviceOpt,
+    NameOpt,
+    OutOpt,
+    PrecisionOpt,
+    ResumeOpt,
+    SeedOpt,
+    SetOpt,
+    emit_run_path,
+    explicit_params,
+    open_run,
+    resolve,
+)
+from echoseg.core.errors import UserError
+from echoseg.core.runs import run_context
+
+_EPILOG = """Strategies (bash):
+
+  REAL=$(echoseg train --model clipseg --data $PROMPTS_REAL)
+
+  SYN=$(echoseg train --model clipseg --train-data $PROMPTS_SYN --val-data $PROMPTS_SYN --test-data $PROMPTS_REAL)
+
+  FT=$(echoseg train --model clipseg --data $PROMPTS_REAL --init-from $SYN)
+"""
+
+
+def _model_config_or_file(config: str | None, model_config: str) -> tuple[Path | None, str]:
+    """``--config`` names a model config (tiny|base...) unless it is an option file (.yaml/.yml/.json or exists)."""
+    if config is None:
+        return None, model_config
+    p = Path(config)
+    if p.suffix.lower() in (".yaml", ".yml", ".json") or p.exists():
+        return p, model_config
+    return None, config
+
+
+def train(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", help="clipseg | unet (see `echoseg.core.models`).")] = "clipseg",
+    config: Annotated[str | None, typer.Option(
+        "--config", help="Model config name (tiny|base), or a YAML/JSON file of option values.")] = None,
+    model_config: Annotated[str, typer.Option("--model-config", help="Model config name: tiny|base.")] = "tiny",
+    weights: Annotated[str | None, typer.Option(
+        "--weights", help="Pretrained weights: a local folder/file or a cached hub id "
+        "(clipseg base default: CIDAS/clipseg-rd64-refined).")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Prompts run (manifest.csv with p0..p7) for every split.")]
+    = None,
+    train_data: Annotated[Path | None, typer.Option("--train-data", help="Prompts run for the train split.")] = None,
+    val_data: Annotated[Path | None, typer.Option("--val-data", help="Prompts run for the val split.")] = None,
+    test_data: Annotated[Path | None, typer.Option("--test-data", help="Prompts run for the test split.")] = None,
+    prompt: Annotated[str, typer.Option(
+        "--prompt", help="p0..p7 (variant A), p1_b..p7_b (variant B), random (A/B of P7 per sample and epoch) "
+        "or random:pK.")] = "p7",
+    init_from: Annotated[Path | None, typer.Option(
+        "--init-from", help="A training run whose best weights start this one (fresh optimizer/schedule).")] = None,
+    freeze_encoders: Annotated[bool, typer.Option(
+        "--freeze-encoders/--no-freeze-encoders", help="Freeze CLIP's image and text encoders.")] = False,
+    epochs: Annotated[int, typer.Option("--epochs", help="Maximum epochs (early stopping may end sooner).")] = 100,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per step and process.")] = 32,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default: the model's, 2e-3 for CLIPSeg).")]
+    = None,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = 1e-3,
+    grad_clip: Annotated[float, typer.Option("--grad-clip", help="Gradient-norm clipping (0: off).")] = 0.5,
+    plateau_patience: Annotated[int, typer.Option("--plateau-patience", help="ReduceLROnPlateau patience.")] = 5,
+    plateau_factor: Annotated[float, typer.Option("--plateau-factor", help="ReduceLROnPlateau factor.")] = 0.1,
+    early_stop_patience: Annotated[int, typer.Option(
+        "--early-stop-patience", help="Stop after this many epochs without a better val Dice.")] = 20,
+    dice_weight: Annotated[float, typer.Option("--dice-weight", help="Weight of the soft Dice loss.")] = 1.0,
+    bce_weight: Annotated[float, typer.Option("--bce-weight", help="Weight of the BCE loss.")] = 0.2,
+    augment: Annotated[bool, typer.Option(
+        "--augment/--no-augment", help="Echo-safe augmentation (rotation, scale, brightness, contrast, gamma).")]
+    = False,
+    threshold: Annotated[float, typer.Option("--threshold", help="Probability threshold of the masks.")] = 0.5,
+    eval_size: Annotated[int, typer.Option("--eval-size", help="Side of the test masks scored.")] = 512,
+    input_size: Annotated[int | None, typer.Option(
+        "--input-size", help="Override the model's input size (small values for quick tests).")] = None,
+    num_workers: Annotated[int, typer.Option("--num-workers", help="DataLoader worker processes.")] = 0,
+    cache_dir: Annotated[Path | None, typer.Option(
+        "--cache-dir", help="Where preprocessed caches go (default: <data run>/cache).")] = None,
+    precision: PrecisionOpt = "no",
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    resume: ResumeOpt = None,
+    out: OutOpt = None,
+    name: NameOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Train a segmentation model and evaluate its best checkpoint on the test split.
+
+    Writes checkpoints/ (best.*, last.*, model.json), metrics.jsonl, per_sample.csv, summary.json and
+    predictions.png. Interrupted runs continue exactly with --resume RUN (--epochs may be raised then).
+
+    Example: echoseg train --model clipseg --config base --data runs/prompts-build/camus --prompt p7
+    """
+    from echoseg.core.train.dataset import load_split, prompt_columns
+    from echoseg.core.train.loop import train as run_training
+    from echoseg.core.train.recipe import TrainConfig
+
+    config_file, mc = _model_config_or_file(config, model_config)
+    if resume is not None:
+        cfg = _resumed_config(ctx, resume)
+    else:
+        cfg = resolve(ctx, config_file, sets, exclude=("data", "train_data", "val_data", "test_data", "model_config"))
+        cfg["model_config"] = mc
+        cfg["data"] = {k: (str(v) if v is not None else None) for k, v in
+                       (("all", data), ("train", train_data), ("val", val_data), ("test", test_data))}
+    sources = _split_sources(cfg["data"])
+    tc = TrainConfig.from_dict(cfg)
+    tc.validate()
+    prompt_columns(tc.prompt)
+    from echoseg.core.models import get_config
+
+    get_config(tc.model, tc.model_config)
+    if tc.init_from is not None and not (Path(tc.init_from) / "checkpoints" / "best.safetensors").is_file():
+        raise UserError(f"--init-from {tc.init_from}: not a training run with checkpoints/best.safetensors")
+    splits = {s: load_split(src, s, f"--{s}-data" if cfg["data"].get(s) else "--data") if src else None
+              for s, src in sources.items()}
+    run = open_run("train", None, cfg, out=out, name=name, resume=resume,
+                   inputs={f"{s}_data": str(src) for s, src in sources.items() if src} | (
+                       {"init_from": str(tc.init_from)} if tc.init_from else {}))
+    with run_context(run):
+        run_training(tc, run, splits["train"], splits["val"], splits["test"])
+    emit_run_path(run.path)
+
+
+def _split_sources(data: dict[str, str | None]) -> dict[str, str | None]:
+    sources = {s: data.get(s) or data.get("all") for s in ("train", "val", "test")}
+    for s in ("train", "val"):
+        if not sources[s]:
+            raise UserError(f"no data for the {s} split: give --data or --{s}-data")
+    return sources
+
+
+def _resumed_config(ctx: typer.Context, resume: Path) -> dict:
+    from echoseg.core.runs import Run
+
+    record = Run.load(resume)
+    cfg = dict(record.get("config") or {})
+    if "data" not in cfg:
+        raise UserError(f"--resume {resume}: run.json has no training configuration")
+    allowed = {"resume", "epochs", "out", "device", "num_workers"}
+    extra = sorted(explicit_params(ctx) - allowed)
+    if extra:
+        names = ", ".join("--" + e.replace("_", "-") for e in extra)
+        raise UserError(f"--resume takes the run's own options; drop {names} (only --epochs, --device and "
+                        "--num-workers may change)")
+    for key in ("epochs", "device", "num_workers"):
+        if key in explicit_params(ctx):
+            cfg[key] = ctx.params[key]
+    return cfg
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `echoseg train` command to the root app."""
+    app.command("train", epilog=_EPILOG)(train)

@@ -1,0 +1,139 @@
+"""CLIPSeg (Lüddecke & Ecker 2022) through transformers' ``CLIPSegForImageSegmentation``.
+
+Configs (``configs/clipseg.json``): ``tiny`` is a small random model for CPU tests with the offline tokenizer;
+``base`` is the paper's ViT-B/16 model at 352x352, loaded from ``--weights`` (default
+``CIDAS/clipseg-rd64-refined``, a local folder or the local Hugging Face cache), with the tokenizer and the
+normalisation shipped beside the weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPTokenizer
+
+from echoseg.core.errors import UserError
+from echoseg.core.io import read_json
+from echoseg.core.models import register
+from echoseg.core.models.base import SegModel
+from echoseg.core.models.tokenizer import BOS, EOS, offline_clip_tokenizer
+from echoseg.core.models.weights import resolve_weights
+
+
+class CLIPSeg(SegModel):
+    """CLIPSeg wrapper: tokenizes the prompts and returns (B, 1, H, W) logits at the input size."""
+
+    uses_text = True
+
+    def __init__(
+        self,
+        hf_model: CLIPSegForImageSegmentation,
+        tokenizer: CLIPTokenizer,
+        input_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        max_text_length: int = 77,
+    ) -> None:
+        super().__init__(input_size, mean, std)
+        self.hf = hf_model
+        self.tokenizer = tokenizer
+        self.max_text_length = int(max_text_length)
+
+    def tokenize(self, texts: Sequence[str], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """Token ids and attention mask, padded to the longest prompt, truncated to ``max_text_length``."""
+        enc = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_text_length, return_tensors="pt"
+        )
+        return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+
+    def forward(
+        self, images: torch.Tensor, texts: Sequence[str], structures: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits (B, 1, H, W); ``structures`` is unused (the prompt carries the structure)."""
+        tokens = self.tokenize(texts, images.device)
+        out = self.hf(pixel_values=images, **tokens)
+        logits = out.logits
+        return logits.reshape(images.shape[0], 1, *logits.shape[-2:])
+
+    def encoder_parameters(self) -> Iterator[nn.Parameter]:
+        """CLIP's image and text encoders and their projections (the decoder stays trainable)."""
+        return self.hf.clip.parameters()
+
+    def spec(self) -> dict[str, Any]:
+        """Everything needed to rebuild this architecture offline (with the saved tokenizer)."""
+        return {
+            "input_size": self.input_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "max_text_length": self.max_text_length,
+            "hf_config": self.hf.config.to_dict(),
+        }
+
+    def save_assets(self, folder: Path) -> None:
+        """Save the tokenizer to ``folder/tokenizer``."""
+        self.tokenizer.save_pretrained(str(Path(folder) / "tokenizer"))
+
+
+def _random_config(overrides: dict[str, Any], tokenizer: CLIPTokenizer) -> CLIPSegConfig:
+    """A CLIPSegConfig with the text embedding sized and special ids set for ``tokenizer``."""
+    hf = {k: v for k, v in overrides.items() if k not in ("text_config", "vision_config")}
+    text = dict(overrides.get("text_config", {}))
+    text.update(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.convert_tokens_to_ids(BOS),
+        eos_token_id=tokenizer.convert_tokens_to_ids(EOS),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPSegConfig(text_config=text, vision_config=dict(overrides.get("vision_config", {})), **hf)
+
+
+def _load_pretrained(path: Path, cfg: dict[str, Any], what: str) -> tuple[CLIPSegForImageSegmentation, CLIPTokenizer]:
+    try:
+        model = CLIPSegForImageSegmentation.from_pretrained(str(path))
+    except (OSError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{what} {path}: not a loadable CLIPSeg checkpoint ({first})") from None
+    if not ((path / "vocab.json").is_file() and (path / "merges.txt").is_file()) and not (
+        path / "tokenizer.json"
+    ).is_file():
+        raise UserError(f"{what} {path}: no tokenizer files (vocab.json + merges.txt, or tokenizer.json) there")
+    tokenizer = CLIPTokenizer.from_pretrained(str(path))
+    pre = path / "preprocessor_config.json"
+    if pre.is_file():
+        info = read_json(pre)
+        cfg["mean"] = info.get("image_mean", cfg["mean"])
+        cfg["std"] = info.get("image_std", cfg["std"])
+    return model, tokenizer
+
+
+@register("clipseg")
+def build(config: dict[str, Any], weights: str | None = None, assets: Path | None = None) -> CLIPSeg:
+    """Build CLIPSeg from a config dict, optionally loading pretrained weights (local folder or hub id)."""
+    cfg = dict(config)
+    weights = weights or cfg.get("default_weights")
+    if weights:
+        path = resolve_weights(weights, required=("config.json",))
+        hf_model, tokenizer = _load_pretrained(path, cfg, "--weights")
+    else:
+        tok_dir = Path(assets) / "tokenizer" if assets is not None else None
+        tokenizer = (
+            CLIPTokenizer.from_pretrained(str(tok_dir)) if tok_dir is not None and tok_dir.is_dir()
+            else offline_clip_tokenizer()
+        )
+        if "hf_config" in cfg:
+            hf_config = CLIPSegConfig.from_dict(cfg["hf_config"])
+        else:
+            hf_config = _random_config(cfg.get("hf", {}), tokenizer)
+        hf_model = CLIPSegForImageSegmentation(hf_config)
+    return CLIPSeg(
+        hf_model,
+        tokenizer,
+        input_size=int(cfg.get("input_size", 352)),
+        mean=cfg.get("mean", (0.485, 0.456, 0.406)),
+        std=cfg.get("std", (0.229, 0.224, 0.225)),
+        max_text_length=int(cfg.get("max_text_length", 77)),
+    )

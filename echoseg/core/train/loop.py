@@ -1,0 +1,298 @@
+"""The training loop: accelerate for devices, mixed precision and DDP; exact resume; best-Dice test evaluation.
+
+One epoch: a permutation seeded by (seed, epoch), sharded across processes; AdamW steps on Dice + BCE with
+gradient clipping; validation loss and Dice (at the input size, threshold 0.5) reduced across processes;
+ReduceLROnPlateau on the validation loss; the best validation Dice kept in ``checkpoints/best.*``; the full state
+in ``checkpoints/last.*`` after every epoch; early stopping on validation Dice. After training, the best weights
+are evaluated on the test split (``per_sample.csv``, ``summary.json``, ``predictions.png``).
+
+``--resume`` reloads ``last.*`` (weights, optimizer, scheduler, counters, RNG states) and continues at the next
+epoch; prompt draws, augmentation and shuffling depend only on (seed, epoch, index), so a resumed run repeats
+an uninterrupted one. Only the main process writes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from echoseg.core.console import track
+from echoseg.core.data.cache import build_cache, default_cache_dir
+from echoseg.core.env import resolve_device
+from echoseg.core.errors import UserError
+from echoseg.core.io import read_json, write_csv, write_text
+from echoseg.core.models import build_model, get_config
+from echoseg.core.runs import Run
+from echoseg.core.train import checkpoint as ckpt
+from echoseg.core.train.dataset import (
+    SegDataset,
+    SplitData,
+    check_prompt_columns,
+    collate,
+    epoch_batches,
+    prompt_columns,
+)
+from echoseg.core.train.losses import DiceBCELoss, hard_dice
+from echoseg.core.train.recipe import TrainConfig, make_loss, make_optimizer, make_scheduler
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+def make_accelerator(precision: str = "no", device: str = "auto"):
+    """An ``accelerate.Accelerator`` for ``device`` (auto|cpu|cuda) and ``precision`` (no|fp16|bf16)."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState
+
+    dev = resolve_device(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        # A second run in the same process (tests, notebooks) may change precision: accelerate keeps a singleton.
+        AcceleratorState._reset_state(True)
+    # CLIPSeg's CLIP has parameters the segmentation path never uses (logit_scale); DDP must tolerate them.
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)]
+    return Accelerator(mixed_precision=precision, cpu=dev == "cpu", kwargs_handlers=handlers)
+
+
+def cache_for(split: SplitData, size: int, cfg: TrainConfig, accelerator, progress: bool = True):
+    """The sample cache of a split at ``size`` (built once; the main process first)."""
+    folder = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(split.source)
+    with accelerator.main_process_first():
+        return build_cache(split.frame, size, folder, progress=progress and accelerator.is_main_process)
+
+
+def init_from_run(model, run_dir: str | Path) -> dict[str, Any]:
+    """Load the best weights of another training run into ``model`` (same model and architecture)."""
+    path = ckpt.find_checkpoint(run_dir, "best", "--init-from")
+    info = read_json(path.parent / "model.json")
+    if info.get("name") != model.name:
+        raise UserError(f"--init-from {run_dir}: that run trained {info.get('name')!r}, not {model.name!r}")
+    try:
+        ckpt.load_weights(model, path)
+    except RuntimeError as exc:
+        raise UserError(f"--init-from {run_dir}: weights do not fit this --config ({str(exc)[:160]})") from None
+    return info
+
+
+def _sum_reduce(accelerator, values: Sequence[float]) -> list[float]:
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        t = accelerator.reduce(t, reduction="sum")
+    return t.tolist()
+
+
+@torch.no_grad()
+def validate(model, ds: SegDataset, loss_fn: DiceBCELoss, accelerator, cfg: TrainConfig) -> tuple[float, float]:
+    """Validation loss and mean Dice (threshold ``cfg.threshold`` at the input size), over all processes."""
+    model.eval()
+    batches = epoch_batches(len(ds), cfg.batch_size, cfg.seed, 0, False, accelerator.process_index,
+                            accelerator.num_processes)
+    loss_sum, dice_sum, n = 0.0, 0.0, 0
+    for idx in batches:
+        batch = collate([ds[i] for i in idx])
+        images, target = batch["image"].to(accelerator.device), batch["target"].to(accelerator.device)
+        with accelerator.autocast():
+            logits = model(images, batch["text"], batch["structure"].to(accelerator.device))
+        loss_sum += float(loss_fn.per_sample(logits, target).sum())
+        dice_sum += float(hard_dice(logits, target, cfg.threshold).sum())
+        n += len(idx)
+    loss_sum, dice_sum, n = _sum_reduce(accelerator, [loss_sum, dice_sum, n])
+    return loss_sum / max(n, 1), dice_sum / max(n, 1)
+
+
+def train_step(model, batch: dict, loss_fn: DiceBCELoss, optimizer, accelerator, trainable: list,
+               grad_clip: float) -> torch.Tensor:
+    """One optimisation step; returns batch-size-weighted [loss, dice term, bce term, batch size] on the device."""
+    images = batch["image"].to(accelerator.device, non_blocking=True)
+    target = batch["target"].to(accelerator.device, non_blocking=True)
+    with accelerator.autocast():
+        logits = model(images, batch["text"], batch["structure"].to(accelerator.device))
+    parts = loss_fn.parts(logits, target)
+    optimizer.zero_grad(set_to_none=True)
+    accelerator.backward(parts.total)
+    if grad_clip > 0:
+        accelerator.clip_grad_norm_(trainable, grad_clip)
+    optimizer.step()
+    b = float(images.shape[0])
+    return torch.stack([parts.total.detach() * b, parts.dice.detach() * b, parts.bce.detach() * b,
+                        torch.full((), b, device=parts.total.device)])
+
+
+def _trim_metrics(run: Run, last_epoch: int) -> None:
+    """Drop metrics.jsonl rows of epochs after the checkpoint (written just before an interruption)."""
+    rows = [r for r in run.read_metrics() if int(r.get("epoch", 0)) <= last_epoch]
+    if run.writer:
+        from echoseg.core.io import to_json
+
+        write_text(run.path / "metrics.jsonl", "".join(to_json(r, indent=None) + "\n" for r in rows))
+
+
+def _sources(split: SplitData | None) -> dict[str, Any] | None:
+    if split is None:
+        return None
+    src = sorted(split.frame["source"].astype(str).unique()) if "source" in split.frame else []
+    return {"data": str(split.source), "samples": len(split.frame), "source": src}
+
+
+def train(
+    cfg: TrainConfig,
+    run: Run,
+    train_split: SplitData,
+    val_split: SplitData,
+    test_split: SplitData | None = None,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or, for a resumed run, continue) and evaluate the best model on ``test_split``.
+
+    Args:
+        cfg: the recipe and options.
+        run: the run directory (``run.fresh`` False means resume from ``checkpoints/last.*``).
+        train_split, val_split, test_split: rows and source runs of each split.
+        callbacks: called after every epoch (once its checkpoint is saved) with the metrics row; raising
+            KeyboardInterrupt there stops the run as Ctrl-C would.
+    Returns:
+        The summary written to ``summary.json``.
+    """
+    from accelerate.utils import set_seed
+
+    cfg.validate()
+    cols = prompt_columns(cfg.prompt)
+    accelerator = make_accelerator(cfg.precision, cfg.device)
+    set_seed(cfg.seed)
+    model = build_model(cfg.model, cfg.model_config, weights=cfg.weights, input_size=cfg.input_size)
+    for name, split in (("train", train_split), ("val", val_split), ("test", test_split)):
+        if split is not None:
+            check_prompt_columns(split.frame, cols, f"--{name}-data {split.source}", model.uses_text)
+    if cfg.init_from and run.fresh:
+        init_from_run(model, cfg.init_from)
+        run.log(f"initialised from {cfg.init_from} (best weights; new optimizer and schedule)")
+    if cfg.freeze_encoders:
+        n = model.freeze_encoders()
+        if n == 0:
+            raise UserError(f"--freeze-encoders: model {cfg.model!r} has no pretrained encoders to freeze")
+        run.log(f"froze {n} encoder parameter tensors")
+    lr = cfg.lr if cfg.lr is not None else float(get_config(cfg.model, cfg.model_config).get("lr", 1e-3))
+    optimizer = make_optimizer(model, lr, cfg.weight_decay)
+    scheduler = make_scheduler(optimizer, cfg)
+    loss_fn = make_loss(cfg)
+    folder = run.path / ckpt.CKPT_DIR
+
+    size = model.input_size
+    train_ds = SegDataset(train_split.frame, cache_for(train_split, size, cfg, accelerator, progress), model.mean,
+                          model.std, cols, cfg.seed, cfg.augment, model.uses_text)
+    val_ds = SegDataset(val_split.frame, cache_for(val_split, size, cfg, accelerator, progress), model.mean,
+                        model.std, cols[:1], cfg.seed, False, model.uses_text)
+
+    state = None if run.fresh else ckpt.load_training_state(folder)
+    book = {"epoch": 0, "best_dice": -math.inf, "best_epoch": 0, "bad_epochs": 0, "elapsed": 0.0,
+            "time_to_best": None, "done": False, "stopped_early": False}
+    if state is not None:
+        ckpt.load_weights(model, folder / "last.safetensors")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        book.update(state["book"])
+        if book["done"] and not book["stopped_early"] and book["epoch"] < cfg.epochs:
+            book["done"] = False  # resumed with a larger --epochs
+        _trim_metrics(run, book["epoch"])
+        run.log(f"resuming after epoch {book['epoch']} (best val dice {book['best_dice']:.4f} at {book['best_epoch']})")
+    elif run.writer:
+        ckpt.save_model_info(folder, model, cfg.to_dict())
+        if not run.fresh:
+            _trim_metrics(run, 0)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if state is not None:
+        ckpt.set_rng_state(state["rng"])
+    raw = accelerator.unwrap_model(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    while not book["done"] and book["epoch"] < cfg.epochs:
+        epoch = book["epoch"] + 1
+        t0 = time.perf_counter()
+        model.train()
+        train_ds.set_epoch(epoch)
+        batches = epoch_batches(len(train_ds), cfg.batch_size, cfg.seed, epoch, True, accelerator.process_index,
+                                accelerator.num_processes)
+        loader = DataLoader(train_ds, batch_sampler=batches, collate_fn=collate, num_workers=cfg.num_workers,
+                            pin_memory=accelerator.device.type == "cuda")
+        sums = torch.zeros(4, dtype=torch.float32, device=accelerator.device)  # on device: no per-step sync
+        it = track(loader, f"epoch {epoch}/{cfg.epochs}", total=len(batches)) if (
+            progress and accelerator.is_main_process) else loader
+        for batch in it:
+            sums += train_step(model, batch, loss_fn, optimizer, accelerator, trainable, cfg.grad_clip)
+        total, dice_l, bce_l, n = _sum_reduce(accelerator, sums.tolist())
+        val_loss, val_dice = validate(raw, val_ds, loss_fn, accelerator, cfg)  # unwrapped: no DDP collectives
+        lr_now = optimizer.param_groups[0]["lr"]
+        scheduler.step(val_loss)
+        seconds = time.perf_counter() - t0
+        book["elapsed"] += seconds
+        book["epoch"] = epoch
+        improved = val_dice > book["best_dice"]
+        if improved:
+            book.update(best_dice=val_dice, best_epoch=epoch, bad_epochs=0, time_to_best=book["elapsed"])
+        else:
+            book["bad_epochs"] += 1
+        if book["bad_epochs"] >= cfg.early_stop_patience:
+            book.update(done=True, stopped_early=True)
+        if book["epoch"] >= cfg.epochs:
+            book["done"] = True
+        row = {"epoch": epoch, "train_loss": total / n, "train_dice_loss": dice_l / n, "train_bce": bce_l / n,
+               "val_loss": val_loss, "val_dice": val_dice, "lr": lr_now, "time": seconds, "best": improved}
+        run.log_metrics(row)
+        if accelerator.is_main_process and run.writer:
+            if improved:
+                ckpt.save_weights(raw, folder / "best.safetensors")
+                from echoseg.core.io import write_json
+
+                write_json(folder / "best.json", {"epoch": epoch, "val_dice": val_dice, "val_loss": val_loss})
+            ckpt.save_weights(raw, folder / "last.safetensors")
+            ckpt.save_training_state(folder, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                              "book": dict(book), "rng": ckpt.rng_state()})
+        accelerator.wait_for_everyone()
+        run.log(f"epoch {epoch}: train loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
+                f"val dice {val_dice:.4f}  lr {lr_now:.2e}  {seconds:.1f}s" + ("  *best*" if improved else ""))
+        for cb in callbacks:
+            cb(row)
+    if book["stopped_early"]:
+        run.log(f"early stopping: no val dice improvement for {cfg.early_stop_patience} epochs")
+
+    summary: dict[str, Any] = {
+        "model": cfg.model, "model_config": cfg.model_config, "prompt": cfg.prompt,
+        "freeze_encoders": cfg.freeze_encoders, "init_from": cfg.init_from,
+        "data": {"train": _sources(train_split), "val": _sources(val_split), "test": _sources(test_split)},
+        "best_epoch": book["best_epoch"], "best_val_dice": book["best_dice"], "time_to_best_s": book["time_to_best"],
+        "epochs_run": book["epoch"], "stopped_early": book["stopped_early"], "train_time_s": book["elapsed"],
+    }
+    if test_split is not None and accelerator.is_main_process:
+        ckpt.load_weights(raw, folder / "best.safetensors")
+        summary["test"] = evaluate_into_run(raw, test_split, cols, cfg, accelerator, run, progress=progress)
+    run.write_summary(summary)
+    accelerator.wait_for_everyone()
+    return summary
+
+
+def evaluate_into_run(model, split: SplitData, prompt_cols: Sequence[str], cfg: TrainConfig, accelerator, run: Run,
+                      save_masks: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Evaluate ``model`` on a split; write ``per_sample.csv`` and ``predictions.png``; return the summary."""
+    from echoseg.core.eval.seg import predict_and_score, save_prediction_figure, summarize
+
+    image_cache = cache_for(split, model.input_size, cfg, accelerator, progress)
+    gt_cache = cache_for(split, cfg.eval_size, cfg, accelerator, progress)
+    per_sample, examples = predict_and_score(
+        model, split.frame, image_cache, gt_cache, prompt_cols, eval_size=cfg.eval_size, threshold=cfg.threshold,
+        batch_size=cfg.batch_size, device=accelerator.device, autocast=accelerator.autocast,
+        masks_dir=run.file("masks") if save_masks and run.writer else None, progress=progress,
+    )
+    if run.writer:
+        write_csv(run.file("per_sample.csv"), per_sample)
+        save_prediction_figure(run.file("predictions.png"), examples)
+    result = summarize(per_sample)
+    result.update(threshold=cfg.threshold, eval_size=cfg.eval_size, prompts=list(prompt_cols))
+    o = result["overall"]
+    run.log(f"test: dice {o['dice_mean']:.4f}  iou {o['iou_mean']:.4f}  hd95 {o['hd95_mean']}  (n={o['n']})")
+    return result
