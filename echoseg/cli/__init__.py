@@ -25,7 +25,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",  # reflows docstring paragraphs in --help
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -69,6 +68,23 @@ def _typers(t):
     return out
 
 
+def _reflow(text: str | None) -> str | None:
+    """Join the lines of each docstring paragraph (Typer keeps single newlines in --help)."""
+    if not text:
+        return text
+    import inspect
+
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
+def _reflow_help(t) -> None:
+    for info in getattr(t, "registered_commands", []):
+        info.help = _reflow(info.help or (info.callback.__doc__ if info.callback else None))
+    if t.info.help:
+        t.info.help = _reflow(t.info.help)
+
+
 def _register() -> None:
     import importlib.util
 
@@ -77,7 +93,7 @@ def _register() -> None:
             continue
         mod = importlib.import_module(f"echoseg.cli.{module}")
         for sub in _typers(getattr(mod, "app", None)):
-            sub.rich_markup_mode = "markdown"
+            _reflow_help(sub)
         if group is None:  # a single command (echoseg train, echoseg distill)
             mod.register(app)
         else:
@@ -85,6 +101,7 @@ def _register() -> None:
 
 
 _register()
+_reflow_help(app)
 
 
 def _click_exceptions() -> tuple[tuple, tuple, tuple]:
