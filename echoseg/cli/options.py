@@ -75,11 +75,31 @@ def open_run(
     resume: Path | None = None,
 ):
     """Create (or, with ``resume``, reopen) the command's run directory; validate inputs before this."""
+    import os
+
     from echoseg.core.errors import UserError
     from echoseg.core.runs import Run
 
-    if resume is not None:
-        if out is not None and Path(out).resolve() != Path(resume).resolve():
-            raise UserError("--resume and --out name different directories; give only --resume")
-        return Run.resume(resume, group, verb, argv=argv(), config=cfg)
-    return Run.create(group, verb, out=out, name=name, config=cfg, seed=cfg.get("seed"), inputs=inputs, argv=argv())
+    if resume is not None and out is not None and Path(out).resolve() != Path(resume).resolve():
+        raise UserError("--resume and --out name different directories; give only --resume")
+
+    def _open() -> Run:
+        if resume is not None:
+            return Run.resume(resume, group, verb, argv=argv(), config=cfg)
+        return Run.create(group, verb, out=out, name=name, config=cfg, seed=cfg.get("seed"), inputs=inputs,
+                          argv=argv())
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return _open()
+    # Under `accelerate launch` / torchrun: the main process creates the run, the others attach read-only.
+    if out is None and resume is None:
+        raise UserError("under a multi-process launch give --out (every process must use the same run directory)")
+    from accelerate import PartialState
+
+    state = PartialState(cpu=cfg.get("device") == "cpu")
+    run = _open() if state.is_main_process else None
+    state.wait_for_everyone()
+    if run is None:
+        path = Path(resume or out)
+        run = Run(path, Run.load(path), fresh=False, writer=False)
+    return run

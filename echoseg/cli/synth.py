@@ -1,0 +1,285 @@
+"""`echoseg synth ...`: mask-conditioned diffusion (train, generate) and text-to-image generation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from echoseg.cli.options import (
+    DeviceOpt,
+    NameOpt,
+    OutOpt,
+    PrecisionOpt,
+    ResumeOpt,
+    SeedOpt,
+    SetOpt,
+    emit_run_path,
+    explicit_params,
+    open_run,
+    resolve,
+)
+from echoseg.core.errors import UserError
+from echoseg.core.runs import Run, is_main_process, run_context
+
+app = typer.Typer(
+    help="Synthetic echo images: train a label-map-conditioned diffusion model, generate SDM CAMUS data sets "
+    "(perturbed label maps, optionally attribute-balanced) or text-to-image with a local diffusers pipeline.\n\n"
+    "Example: MODEL=$(echoseg synth train --data $CAMUS --config tiny --size 64 --steps 200)",
+    no_args_is_help=True,
+)
+
+PRECISIONS = ("no", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+# Options a resumed run may change (everything else must match the interrupted invocation).
+TRAIN_RESUMABLE = {"steps", "device", "checkpoint_every", "sample_every"}
+GENERATE_RESUMABLE = {"device", "batch_size"}
+_BOOKKEEPING = {"resume", "out", "name", "config", "sets", "cache_dir"}
+
+
+def _config_name_or_file(config: str | None, model_config: str) -> tuple[Path | None, str]:
+    """``--config`` names a model config (tiny|base) unless it is an option file (.yaml/.yml/.json or exists)."""
+    if config is None:
+        return None, model_config
+    p = Path(config)
+    if p.suffix.lower() in (".yaml", ".yml", ".json") or p.exists():
+        return p, model_config
+    return None, config
+
+
+def _common(cfg: dict[str, Any]) -> None:
+    if cfg["precision"] not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg['precision']!r}")
+    if cfg["device"] not in DEVICES:
+        raise UserError(f"--device must be one of {', '.join(DEVICES)}, got {cfg['device']!r}")
+    if cfg["device"] == "cuda" or cfg["precision"] == "fp16":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {cfg['device']} --precision {cfg['precision']}: needs a CUDA GPU; none found")
+
+
+def _resumed(ctx: typer.Context, resume: Path, allowed: set[str], command: str) -> dict[str, Any]:
+    """The run's own configuration; explicit options must match it unless they are in ``allowed``."""
+    record = Run.load(resume)
+    if record.get("command") != command:
+        raise UserError(f"--resume {resume}: that run is '{record.get('command')}', not '{command}'")
+    cfg = dict(record.get("config") or {})
+    for key in sorted(explicit_params(ctx) - _BOOKKEEPING):
+        value = ctx.params[key]
+        value = str(Path(value).resolve()) if isinstance(value, Path) else value
+        if key in allowed:
+            cfg[key] = value
+        elif cfg.get(key) != value:
+            raise UserError(f"--resume {resume}: --{key.replace('_', '-')} {value!r} differs from the run's "
+                            f"{cfg.get(key)!r} (only {', '.join('--' + a.replace('_', '-') for a in sorted(allowed))} "
+                            "may change)")
+    return cfg
+
+
+def _open(verb: str, cfg: dict[str, Any], out: Path | None, name: str | None, inputs: dict, resume: Path | None):
+    """open_run (safe under `accelerate launch`: the main process creates the run, the others attach)."""
+    return open_run("synth", verb, cfg, out=out, name=name, inputs=inputs, resume=resume)
+
+
+def _emit(run: Run) -> None:
+    if is_main_process():
+        emit_run_path(run.path)
+
+
+@app.command("train")
+def train(
+    ctx: typer.Context,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Data or prompts run (or manifest.csv) of CAMUS or SDM CAMUS (image, label map) pairs.")] = None,
+    size: Annotated[int, typer.Option("--size", help="Image side in pixels (Echo from noise: 256).")] = 256,
+    config: Annotated[str | None, typer.Option(
+        "--config", help="Model config name (tiny|base), or a YAML/JSON file of option values.")] = None,
+    model_config: Annotated[str, typer.Option("--model-config", help="Model config name: tiny|base.")] = "tiny",
+    steps: Annotated[int | None, typer.Option("--steps", help="Training steps (default: the config's).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per step and process.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="AdamW learning rate (default: the config's).")] = None,
+    cond_dropout: Annotated[float, typer.Option(
+        "--cond-dropout", help="Probability of replacing the label map by the all-zero null map (enables "
+        "classifier-free guidance at generation).")] = 0.0,
+    ema_decay: Annotated[float | None, typer.Option("--ema-decay", help="EMA decay (default: the config's).")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(
+        "--checkpoint-every", help="Steps between checkpoints (checkpoints/latest.pt).")] = None,
+    sample_every: Annotated[int | None, typer.Option(
+        "--sample-every", help="Steps between sample grids (0: only at the end).")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(
+        "--cache-dir", help="Where preprocessed caches go (default: <data run>/cache).")] = None,
+    precision: PrecisionOpt = "no",
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    resume: ResumeOpt = None,
+    out: OutOpt = None,
+    name: NameOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Train a diffusers UNet2DModel conditioned on one-hot SDM label maps (concatenated to the noisy image).
+
+    CAMUS label maps become SDM sector maps (0 outside the cone, 1 LV, 2 cone background, 3 MYO, 4 LA); the cone
+    is derived from the image. Writes checkpoints/latest.pt, samples/step-*.png, metrics.jsonl and the EMA model
+    as a diffusers-style folder model/ (unet/, scheduler/, conditioning.json). Continue with --resume RUN
+    (--steps may be raised then).
+
+    Example: echoseg synth train --data runs/data-toy-camus/demo --config tiny --size 64 --steps 200
+    """
+    from echoseg.core.synth.model import get_config
+    from echoseg.core.synth.train import TrainConfig
+    from echoseg.core.synth.train import train as run_training
+
+    if resume is not None:
+        cfg = _resumed(ctx, resume, TRAIN_RESUMABLE, "synth train")
+    else:
+        config_file, mc = _config_name_or_file(config, model_config)
+        cfg = resolve(ctx, config_file, sets, exclude=("model_config", "cache_dir"))
+        cfg["model_config"] = mc
+        if cfg.get("data") is None:
+            raise UserError("--data is required (a data or prompts run directory, or a manifest.csv)")
+        cfg["data"] = str(Path(cfg["data"]).resolve())
+    _common(cfg)
+    get_config(cfg["model_config"])
+    if not 16 <= int(cfg["size"]) <= 2048:
+        raise UserError(f"--size must be in 16..2048, got {cfg['size']}")
+    for key in ("steps", "batch_size"):
+        if cfg.get(key) is not None and int(cfg[key]) < 1:
+            raise UserError(f"--{key.replace('_', '-')} must be >= 1, got {cfg[key]}")
+    if not 0.0 <= float(cfg["cond_dropout"]) < 1.0:
+        raise UserError(f"--cond-dropout must be in [0, 1), got {cfg['cond_dropout']}")
+    from echoseg.core.data.manifest import read_manifest
+
+    read_manifest(cfg["data"])
+    tc = TrainConfig(config=cfg["model_config"], size=int(cfg["size"]), steps=cfg.get("steps"),
+                     batch_size=cfg.get("batch_size"), lr=cfg.get("lr"), ema_decay=cfg.get("ema_decay"),
+                     checkpoint_every=cfg.get("checkpoint_every"), sample_every=cfg.get("sample_every"),
+                     cond_dropout=float(cfg["cond_dropout"]), precision=cfg["precision"], device=cfg["device"],
+                     seed=int(cfg["seed"]))
+    run = _open("train", cfg, out, name, {"data": cfg["data"]}, resume)
+    with run_context(run):
+        run_training(run, cfg["data"], tc, cache_dir=cache_dir)
+    _emit(run)
+
+
+@app.command("generate")
+def generate(
+    ctx: typer.Context,
+    model: Annotated[Path | None, typer.Option(
+        "--model", help="A `synth train` run (or its model/ folder): sample from perturbed label maps.")] = None,
+    masks: Annotated[Path | None, typer.Option(
+        "--masks", help="With --model: data run (or manifest.csv) whose train/val label maps are perturbed.")] = None,
+    count: Annotated[int | None, typer.Option(
+        "--count", help="Images to generate (default: every label map x --copies-per-mask).")] = None,
+    copies_per_mask: Annotated[int, typer.Option(
+        "--copies-per-mask", help="Perturbed copies per real label map (Echo from noise: 5).")] = 5,
+    sampler: Annotated[str, typer.Option("--sampler", help="ddim | ddpm | dpm-solver.")] = "ddim",
+    steps: Annotated[int, typer.Option("--steps", help="Denoising steps.")] = 50,
+    guidance: Annotated[float | None, typer.Option(
+        "--guidance", help="Classifier-free guidance scale (default 1 = none with --model; 4 with --pipeline).")]
+    = None,
+    balance: Annotated[str | None, typer.Option(
+        "--balance", help="Comma-separated attributes to balance: view,phase,sex,age,quality (age in bins).")]
+    = None,
+    tau_max: Annotated[int | None, typer.Option(
+        "--tau-max", help="With --balance: cap on the count of any one attribute value.")] = None,
+    pipeline: Annotated[Path | None, typer.Option(
+        "--pipeline", help="A local diffusers pipeline folder: text-to-image from --prompts instead.")] = None,
+    prompts: Annotated[Path | None, typer.Option(
+        "--prompts", help="With --pipeline: prompts file (.txt one a line, .csv with a prompt column, .json).")]
+    = None,
+    count_per_prompt: Annotated[int, typer.Option("--count-per-prompt", help="With --pipeline: images per prompt.")]
+    = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per sampling batch and process.")] = 8,
+    cache_dir: Annotated[Path | None, typer.Option(
+        "--cache-dir", help="Where preprocessed caches go (default: <masks run>/cache).")] = None,
+    precision: PrecisionOpt = "no",
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    resume: ResumeOpt = None,
+    out: OutOpt = None,
+    name: NameOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Generate synthetic echo images: an SDM CAMUS data set (--model, --masks) or text-to-image (--pipeline).
+
+    With --model: each real label map is perturbed (affine + elastic, kept in the cone) and an image is sampled
+    for it; writes <VIEW>_<PHASE>/{images,annotations}/<split>/patientNNNN_<VIEW>_<PHASE>_<split>_<k>.png,
+    plan.csv, manifest.csv (source attributes, perturbation, seed) and balance.json. With --pipeline: images/ and
+    prompts_manifest.csv. Sample i uses seed --seed + i; --resume RUN skips what exists and gives the same images.
+    Under `accelerate launch` (give --out) every process generates its share.
+
+    Example: echoseg synth generate --model $MODEL --masks $CAMUS --copies-per-mask 5 --balance view,sex --tau-max 400
+    """
+    if resume is not None:
+        cfg = _resumed(ctx, resume, GENERATE_RESUMABLE, "synth generate")
+    else:
+        cfg = resolve(ctx, None, sets, exclude=("cache_dir",))
+        for key in ("model", "masks", "pipeline", "prompts"):
+            cfg[key] = str(Path(cfg[key]).resolve()) if cfg.get(key) else None
+    _common(cfg)
+    text_mode = cfg.get("pipeline") is not None
+    if text_mode:
+        if cfg.get("model") or cfg.get("masks") or cfg.get("balance"):
+            raise UserError("--pipeline (text-to-image) cannot be combined with --model, --masks or --balance")
+        if not cfg.get("prompts"):
+            raise UserError("--pipeline needs --prompts FILE")
+        _generate_text(cfg, out, name, resume)
+    else:
+        if not cfg.get("model") or not cfg.get("masks"):
+            raise UserError("give --model SYNTH_RUN and --masks DATA_RUN (or --pipeline DIR and --prompts FILE)")
+        if cfg.get("prompts"):
+            raise UserError("--prompts needs --pipeline (text-to-image)")
+        _generate_masks(cfg, out, name, resume, cache_dir)
+
+
+def _generate_masks(cfg: dict, out: Path | None, name: str | None, resume: Path | None, cache_dir: Path | None) -> None:
+    from echoseg.core.data.manifest import read_manifest
+    from echoseg.core.synth.balance import BALANCE_ATTRIBUTES
+    from echoseg.core.synth.generate import generate as run_generate
+    from echoseg.core.synth.model import resolve_model_dir
+    from echoseg.core.synth.sample import SAMPLERS
+
+    resolve_model_dir(cfg["model"])
+    read_manifest(cfg["masks"])
+    if cfg["sampler"] not in SAMPLERS:
+        raise UserError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {cfg['sampler']!r}")
+    balance = tuple(a.strip() for a in (cfg.get("balance") or "").split(",") if a.strip())
+    bad = [a for a in balance if a not in BALANCE_ATTRIBUTES]
+    if bad:
+        raise UserError(f"--balance: unknown attribute(s) {', '.join(bad)} (choose from "
+                        f"{', '.join(BALANCE_ATTRIBUTES)})")
+    if cfg.get("tau_max") is not None and not balance:
+        raise UserError("--tau-max needs --balance")
+    for key in ("steps", "batch_size", "copies_per_mask"):
+        if int(cfg[key]) < 1:
+            raise UserError(f"--{key.replace('_', '-')} must be >= 1, got {cfg[key]}")
+    guidance = 1.0 if cfg.get("guidance") is None else float(cfg["guidance"])
+    run = _open("generate", cfg, out, name, {"model": cfg["model"], "masks": cfg["masks"]}, resume)
+    with run_context(run):
+        run_generate(
+            run, cfg["model"], cfg["masks"], count=cfg.get("count"), copies_per_mask=int(cfg["copies_per_mask"]),
+            sampler=cfg["sampler"], steps=int(cfg["steps"]), guidance=guidance, balance=balance,
+            tau_max=cfg.get("tau_max"), batch_size=int(cfg["batch_size"]), seed=int(cfg["seed"]),
+            precision=cfg["precision"], device=cfg["device"], cache_dir=cache_dir,
+        )
+    _emit(run)
+
+
+def _generate_text(cfg: dict, out: Path | None, name: str | None, resume: Path | None) -> None:
+    from echoseg.core.synth.text2img import generate_from_prompts, read_prompts
+
+    if not (Path(cfg["pipeline"]) / "model_index.json").is_file():
+        raise UserError(f"--pipeline {cfg['pipeline']}: not a diffusers pipeline folder (no model_index.json)")
+    read_prompts(cfg["prompts"])
+    for key in ("steps", "batch_size", "count_per_prompt"):
+        if int(cfg[key]) < 1:
+            raise UserError(f"--{key.replace('_', '-')} must be >= 1, got {cfg[key]}")
+    guidance = 4.0 if cfg.get("guidance") is None else float(cfg["guidance"])
+    run = _open("generate", cfg, out, name, {"pipeline": cfg["pipeline"], "prompts": cfg["prompts"]}, resume)
+    with run_context(run):
+        generate_from_prompts(run, cfg["pipeline"], cfg["prompts"], count_per_prompt=int(cfg["count_per_prompt"]),
+                              guidance=guidance, steps=int(cfg["steps"]), batch_size=int(cfg["batch_size"]),
+                              seed=int(cfg["seed"]), precision=cfg["precision"], device=cfg["device"])
+    _emit(run)

@@ -1,0 +1,104 @@
+"""Text-to-image through a local diffusers pipeline: a tiny random Stable Diffusion built from configs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from echoseg.core.data.imaging import load_image
+from echoseg.core.errors import UserError
+from echoseg.core.runs import Run
+from echoseg.core.synth.text2img import generate_from_prompts, load_pipeline, read_prompts
+
+
+def _byte_chars() -> list[str]:
+    """The 256 printable characters byte-level BPE uses for bytes (GPT-2/CLIP mapping)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def build_tiny_sd(folder) -> None:
+    """Save a randomly initialised, tiny Stable Diffusion pipeline (no download) into ``folder``."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    chars = _byte_chars()
+    vocab = {tok: i for i, tok in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16)
+    text = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=16, bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
+        pad_token_id=vocab["<|endoftext|>"], projection_dim=16))
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=2, norm_num_groups=4)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(8, 16), latent_channels=4,
+        norm_num_groups=4, layers_per_block=1)
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sd") / "pipeline"
+    build_tiny_sd(folder)
+    return folder
+
+
+def test_read_prompts_formats(tmp_path):
+    (tmp_path / "p.txt").write_text("# comment\nan apical four-chamber echo\n\n a two-chamber echo \n")
+    assert read_prompts(tmp_path / "p.txt")["prompt"].tolist() == ["an apical four-chamber echo", "a two-chamber echo"]
+    pd.DataFrame({"prompt": ["x", "y"], "view": ["2CH", "4CH"]}).to_csv(tmp_path / "p.csv", index=False)
+    assert read_prompts(tmp_path / "p.csv")["view"].tolist() == ["2CH", "4CH"]
+    (tmp_path / "p.json").write_text(json.dumps(["a", {"prompt": "b", "sex": "F"}]))
+    assert read_prompts(tmp_path / "p.json")["prompt"].tolist() == ["a", "b"]
+    (tmp_path / "bad.csv").write_text("text\nx\n")
+    with pytest.raises(UserError, match="prompt"):
+        read_prompts(tmp_path / "bad.csv")
+    with pytest.raises(UserError, match="not found"):
+        read_prompts(tmp_path / "none.txt")
+
+
+def test_text_to_image_writes_images_and_manifest_and_resumes(tiny_sd, tmp_path):
+    prompts = tmp_path / "prompts.csv"
+    pd.DataFrame({"prompt": ["apical four-chamber view", "two-chamber view of a female"],
+                  "view": ["4CH", "2CH"]}).to_csv(prompts, index=False)
+    run = Run.create("synth", "generate", out=tmp_path / "run")
+    kw = {"count_per_prompt": 2, "guidance": 4.0, "steps": 2, "batch_size": 3, "seed": 5, "device": "cpu"}
+    summary = generate_from_prompts(run, tiny_sd, prompts, **kw)
+    assert summary["images"] == 4 and summary["pipeline_class"] == "StableDiffusionPipeline"
+    manifest = pd.read_csv(run.path / "prompts_manifest.csv")
+    assert manifest["seed"].tolist() == [5, 6, 7, 8] and manifest["view"].tolist() == ["4CH", "4CH", "2CH", "2CH"]
+    first = load_image(manifest["image"][0])
+    assert first.shape[:2] == (16, 16)
+    before = [open(p, "rb").read() for p in manifest["image"]]
+    import os
+
+    os.remove(manifest["image"][3])
+    generate_from_prompts(Run.resume(run.path, "synth", "generate"), tiny_sd, prompts, **kw)
+    after = [open(p, "rb").read() for p in manifest["image"]]
+    assert after == before  # the missing image is regenerated identically, the others untouched
+    assert not np.array_equal(load_image(manifest["image"][0]), load_image(manifest["image"][1]))
+
+
+def test_not_a_pipeline(tmp_path):
+    with pytest.raises(UserError, match="model_index.json"):
+        load_pipeline(tmp_path)
