@@ -55,6 +55,7 @@ GROUPS = [
     ("eval", "eval"),
     ("stats", "stats"),
     ("models", "models"),
+    ("report", None),
 ]
 
 

@@ -172,7 +172,7 @@ def check(
 
     Example: echoseg data check /data/CAMUS_public
     """
-    from echoseg.cli.report import print_check_report
+    from echoseg.cli.tables import print_check_report
     from echoseg.core.data.check import check_dataset
     from echoseg.core.data.manifest import write_manifest
     from echoseg.core.io import write_csv

@@ -1,0 +1,1 @@
+"""Gather finished runs into one summary: segmentation table, paired tests, aFD table, one figure."""
