@@ -25,9 +25,9 @@ def test_readme_has_runnable_examples():
 
 
 def test_sh_examples_name_real_commands():
-    from echoseg.cli import app
-
     import typer.main
+
+    from echoseg.cli import app
 
     root = typer.main.get_command(app)
     for block in _blocks("sh"):
