@@ -1,0 +1,271 @@
+"""Left-ventricle teachers: frame-wise LV segmenters that label echo videos (EchoDFKD's teacher role).
+
+A teacher maps grey frames ``(T, H, W)`` uint8 to LV probabilities ``(T, H, W)`` float32 in [0, 1] at the frames'
+own size. Two kinds, chosen by a spec string (:func:`load_teacher`):
+
+``deeplabv3:CKPT``
+    EchoNet-Dynamic's segmentation model (Ouyang et al. 2020): torchvision ``deeplabv3_resnet50`` without the
+    auxiliary head, its classifier's last 1x1 conv replaced by a 1-output conv (what echonet/utils/segmentation.py
+    builds, equal to torchvision's ``num_classes=1``). The release checkpoint is ``{"state_dict": ..., "epoch":
+    ...}`` saved from ``nn.DataParallel`` (keys prefixed ``module.``); a bare state dict is accepted too. Weights
+    load strictly (``aux_classifier.*`` keys, which never reach the ``out`` map, are ignored and reported).
+    Input: grey frames replicated to 3 channels, ``(x - mean[c]) / std[c]`` on 0..255 levels. The default
+    normalisation is EchoNet-Dynamic's training-set per-channel mean/std as EchoDFKD uses with the release
+    checkpoint (mean 32.085175, 32.591923, 33.37932; std 50.129288, 50.487717, 51.34619); pass ``mean``/``std``
+    for a checkpoint trained on other data. Output: ``sigmoid(out)``; the network is fully convolutional and
+    its ``out`` map is already upsampled to the input, so frames are used at their own size.
+
+``run:TRAIN_RUN``
+    An echoseg training run (``checkpoints/best.safetensors``). Frames are resized to the model's input size
+    exactly as the training cache does (area averaging when shrinking, bilinear otherwise), normalised with the
+    model's mean/std on [0, 1] levels, and the LV logits are resized back (bilinear) before the sigmoid, as in
+    ``eval seg``. Text-free models (unet) return their LV channel (structure 1). Text models (clipseg, cris) get
+    the run's training prompt level applied to an LV sample of an apical four-chamber view (EchoNet-Dynamic is
+    A4C) whose phase, sex, age, quality and shape are unknown: P0 gives ``""``, P1 ``"Left ventricular cavity of
+    the heart."``, P2 and every higher level (which need metadata a video frame does not carry) the P2 text
+    ``"Left ventricular cavity in four-chamber view of the heart."``; a ``pK_b`` training prompt uses variant B
+    (``... in the cardiac ultrasound.``), a ``random[:pK]`` one variant A. The text used is in :attr:`Teacher.info`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from echoseg.core.errors import UserError
+
+ECHONET_MEAN = (32.085175, 32.591923, 33.37932)
+ECHONET_STD = (50.129288, 50.487717, 51.34619)
+SPEC_FORMS = "deeplabv3:CKPT (an EchoNet-Dynamic DeepLabv3 checkpoint) or run:TRAIN_RUN (an echoseg training run)"
+LV_LABEL = 1
+VIEW = "4CH"  # EchoNet-Dynamic videos are apical four-chamber views
+
+
+def _triple(value: float | Sequence[float] | None, default: Sequence[float], what: str) -> tuple[float, ...]:
+    if value is None:
+        return tuple(float(v) for v in default)
+    vals = [float(value)] * 3 if np.isscalar(value) else [float(v) for v in value]  # type: ignore[union-attr]
+    if len(vals) == 1:
+        vals *= 3
+    if len(vals) != 3 or not all(np.isfinite(vals)):
+        raise UserError(f"teacher {what} must be one number or three (per channel), got {value!r}")
+    if what == "std" and min(vals) <= 0:
+        raise UserError(f"teacher std must be > 0, got {value!r}")
+    return tuple(vals)
+
+
+class Teacher:
+    """A frame-wise LV segmenter: :meth:`predict` gives LV probabilities at the frames' own size.
+
+    Attributes:
+        name: a short description (kind and source).
+        module: the underlying ``nn.Module`` (in eval mode, on :attr:`device`).
+        device: the torch device string it runs on.
+        info: JSON-serialisable details (spec, preprocessing, prompt text) for run records.
+    """
+
+    def __init__(self, name: str, module: nn.Module, device: str, info: dict[str, Any]) -> None:
+        self.name = name
+        self.module = module.eval().to(device)
+        self.device = device
+        self.info = info
+
+    def _logits(self, frames: np.ndarray) -> torch.Tensor:
+        """LV logits ``(B, H, W)`` on :attr:`device` of contiguous uint8 frames ``(B, H, W)`` (numpy, on the CPU)."""
+        raise NotImplementedError
+
+    def predict(self, frames: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """LV probabilities ``(T, H, W)`` float32 in [0, 1] of grey frames ``(T, H, W)`` uint8, in batches."""
+        arr = np.asarray(frames)
+        if arr.ndim != 3:
+            raise ValueError(f"frames must be (T, H, W), got shape {arr.shape}")
+        if arr.dtype != np.uint8:
+            arr = np.clip(arr, 0, 255).astype(np.uint8)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        out = np.empty(arr.shape, np.float32)
+        with torch.inference_mode():
+            for i in range(0, len(arr), batch_size):
+                batch = np.ascontiguousarray(arr[i : i + batch_size])
+                out[i : i + len(batch)] = torch.sigmoid(self._logits(batch).float()).cpu().numpy()
+        return out
+
+    def num_parameters(self) -> int:
+        """Number of parameters of :attr:`module`."""
+        return sum(p.numel() for p in self.module.parameters())
+
+    def gflops(self, height: int, width: int) -> float:
+        """GFLOPs (1e9 floating-point operations, torch's FlopCounterMode) to label one ``height x width`` frame."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        frame = np.zeros((1, int(height), int(width)), np.uint8)
+        counter = FlopCounterMode(display=False)
+        with torch.inference_mode(), counter:
+            self._logits(frame)
+        return counter.get_total_flops() / 1e9
+
+    def __repr__(self) -> str:
+        return f"Teacher({self.name!r}, {self.num_parameters():,} parameters, device={self.device})"
+
+
+# ----------------------------------------------------------------------------- EchoNet-Dynamic DeepLabv3
+def build_deeplabv3() -> nn.Module:
+    """EchoNet-Dynamic's segmentation network: torchvision DeepLabv3-ResNet50, no aux head, 1 output channel."""
+    from torchvision.models.segmentation import deeplabv3_resnet50
+
+    return deeplabv3_resnet50(weights=None, weights_backbone=None, aux_loss=False, num_classes=1)
+
+
+def _read_state_dict(path: Path, option: str) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise UserError(f"{option} deeplabv3:{path}: checkpoint not found (needed: EchoNet-Dynamic's "
+                        "deeplabv3_resnet50_random.pt or a checkpoint saved the same way)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle/zip/IO errors come in many types
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{option} deeplabv3:{path}: cannot read the checkpoint ({first})") from None
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{option} deeplabv3:{path}: expected a state dict or {{'state_dict': ...}} of tensors")
+    if all(k.startswith("module.") for k in state):  # saved from nn.DataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _fmt_keys(keys: list[str], limit: int = 4) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"{len(keys)} ({shown}{', ...' if len(keys) > limit else ''})"
+
+
+class DeepLabTeacher(Teacher):
+    """EchoNet-Dynamic's DeepLabv3 (see the module docstring)."""
+
+    def __init__(self, checkpoint: str | Path, device: str, mean=None, std=None, option: str = "--teacher") -> None:
+        path = Path(checkpoint)
+        state = _read_state_dict(path, option)
+        ignored = sorted(k for k in state if k.startswith("aux_classifier."))
+        state = {k: v for k, v in state.items() if not k.startswith("aux_classifier.")}
+        module = build_deeplabv3()
+        expected = module.state_dict()
+        missing = sorted(k for k in expected if k not in state)
+        unexpected = sorted(k for k in state if k not in expected)
+        if missing or unexpected:
+            parts = [f"missing keys {_fmt_keys(missing)}" if missing else "",
+                     f"unexpected keys {_fmt_keys(unexpected)}" if unexpected else ""]
+            raise UserError(f"{option} deeplabv3:{path}: not an EchoNet-Dynamic DeepLabv3-ResNet50 checkpoint: "
+                            + "; ".join(p for p in parts if p))
+        bad = [k for k, v in state.items() if tuple(v.shape) != tuple(expected[k].shape)]
+        if bad:
+            k = bad[0]
+            raise UserError(f"{option} deeplabv3:{path}: {len(bad)} tensor(s) of the wrong shape, e.g. {k} "
+                            f"{tuple(state[k].shape)} (expected {tuple(expected[k].shape)})")
+        module.load_state_dict(state, strict=True)
+        self.mean = _triple(mean, ECHONET_MEAN, "mean")
+        self.std = _triple(std, ECHONET_STD, "std")
+        info = {"spec": f"deeplabv3:{path.resolve()}", "kind": "deeplabv3", "checkpoint": str(path.resolve()),
+                "architecture": "torchvision deeplabv3_resnet50, aux_loss=False, num_classes=1",
+                "mean": list(self.mean), "std": list(self.std), "normalisation": "(grey 0..255 - mean) / std",
+                "ignored_keys": ignored}
+        super().__init__(f"deeplabv3:{path.name}", module, device, info)
+        self._shift = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
+        self._scale = 1.0 / torch.tensor(self.std, device=device).view(1, 3, 1, 1)
+
+    def _logits(self, frames: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(frames).to(self.device).float().unsqueeze(1).expand(-1, 3, -1, -1)
+        x = (x - self._shift) * self._scale
+        return self.module(x)["out"][:, 0]
+
+
+# ----------------------------------------------------------------------------- echoseg training runs
+def teacher_prompt(train_prompt: str) -> str:
+    """The LV prompt text a run trained with ``--prompt train_prompt`` gets on an A4C frame (module docstring)."""
+    from echoseg.core.prompts.templates import Attributes, build_prompts
+    from echoseg.core.train.dataset import is_random_prompt, prompt_columns
+
+    cols = prompt_columns(train_prompt)
+    col = cols[0]
+    variant = 1 if (col.endswith("_b") and not is_random_prompt(train_prompt)) else 0
+    level = min(int(col[1]), 2)
+    if level == 0:
+        return ""
+    return build_prompts(Attributes(structure="LV", view=VIEW))[f"p{level}"][variant]
+
+
+class RunTeacher(Teacher):
+    """An echoseg segmentation run's LV output (see the module docstring)."""
+
+    def __init__(self, run_dir: str | Path, device: str, which: str = "best", option: str = "--teacher") -> None:
+        from echoseg.core.train.checkpoint import load_trained_model
+
+        model, info = load_trained_model(run_dir, which, option=option)
+        train_config = info.get("train_config") or {}
+        train_prompt = str(train_config.get("prompt") or "p1")
+        text = teacher_prompt(train_prompt) if getattr(model, "uses_text", True) else None
+        self.prompt_text = text or ""
+        self.input_size = int(model.input_size)
+        details = {"spec": f"run:{Path(run_dir).resolve()}", "kind": "run", "run": str(Path(run_dir).resolve()),
+                   "checkpoint": which, "model": info.get("name"), "input_size": self.input_size,
+                   "mean": list(model.mean), "std": list(model.std), "train_prompt": train_prompt,
+                   "prompt_text": text, "structure": "LV (label 1)",
+                   "resize": "frames to input_size (INTER_AREA shrinking, else INTER_LINEAR); logits back bilinear"}
+        super().__init__(f"run:{Path(run_dir).name} ({info.get('name')})", model, device, details)
+        mean = torch.tensor(model.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(model.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self._scale = 1.0 / (255.0 * std)
+        self._shift = mean / std
+
+    def _logits(self, frames: np.ndarray) -> torch.Tensor:
+        from echoseg.core.data.cache import resize_image
+
+        b, h, w = frames.shape
+        s = self.input_size
+        if (h, w) != (s, s):  # the training cache's resize, so the model sees what it was trained on
+            frames = np.stack([resize_image(f, s) for f in frames])
+        x = torch.from_numpy(frames).to(self.device).float().unsqueeze(1).expand(-1, 3, -1, -1)
+        x = x * self._scale - self._shift
+        structures = torch.full((b,), LV_LABEL, dtype=torch.long, device=self.device)
+        logits = self.module(x, [self.prompt_text] * b, structures).float()
+        if logits.shape[-2:] != (h, w):
+            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+        return logits[:, 0]
+
+
+# ----------------------------------------------------------------------------- entry point
+def load_teacher(
+    spec: str,
+    device: str = "auto",
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+    option: str = "--teacher",
+) -> Teacher:
+    """Load a teacher from ``deeplabv3:CKPT`` or ``run:TRAIN_RUN``.
+
+    Args:
+        spec: the teacher spec.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        mean, std: DeepLabv3 input normalisation on 0..255 grey levels, one value or one per channel (default:
+            EchoNet-Dynamic's, see :data:`ECHONET_MEAN`); a ``run:`` teacher uses its model's own and rejects them.
+        option: the option name used in error messages.
+    Raises:
+        UserError: an unknown spec form, a missing or mismatching checkpoint, or a bad run directory.
+    """
+    from echoseg.core.env import resolve_device
+
+    kind, sep, target = str(spec).partition(":")
+    if not sep or not target or kind not in ("deeplabv3", "run"):
+        raise UserError(f"{option} {spec!r}: expected {SPEC_FORMS}")
+    dev = resolve_device(device)
+    if kind == "deeplabv3":
+        return DeepLabTeacher(target, dev, mean=mean, std=std, option=option)
+    if mean is not None or std is not None:
+        raise UserError(f"{option} {spec}: mean/std apply to deeplabv3 teachers only (a run uses its model's own)")
+    if not Path(target).is_dir():
+        raise UserError(f"{option} {spec}: run directory not found: {target}")
+    return RunTeacher(target, dev, option=option)
