@@ -49,7 +49,7 @@ GROUPS = [
     ("data", "data"),
     ("prompts", "prompts"),
     ("synth", "synth"),
-    ("curate", "curate"),
+    ("curate", None),
     ("train", None),
     ("distill", None),
     ("eval", "eval"),
