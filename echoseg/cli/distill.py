@@ -1,0 +1,138 @@
+"""`echoseg distill`: data-free knowledge distillation of an LV teacher into a causal ConvLSTM student (EchoDFKD)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from echoseg.cli.options import (
+    ConfigOpt,
+    DeviceOpt,
+    NameOpt,
+    OutOpt,
+    PrecisionOpt,
+    ResumeOpt,
+    SeedOpt,
+    SetOpt,
+    emit_run_path,
+    explicit_params,
+    open_run,
+    resolve,
+)
+from echoseg.core.errors import UserError
+from echoseg.core.runs import run_context
+
+_EPILOG = """Chain (bash):
+
+  SYN=$(echoseg data toy echonet --videos 40)
+
+  KD=$(echoseg distill --teacher deeplabv3:deeplabv3_resnet50_random.pt --data $SYN --eval-data $ECHONET --half-res)
+"""
+RESUMABLE = {"resume", "epochs", "device", "out"}
+
+
+def distill(
+    ctx: typer.Context,
+    teacher: Annotated[str | None, typer.Option(
+        "--teacher", help="deeplabv3:CKPT (EchoNet-Dynamic DeepLabv3 checkpoint) or run:TRAIN_RUN (an echoseg "
+        "training run).")] = None,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="EchoNet-layout folder of (synthetic) videos: TRAIN rows train, VAL rows validate.")] = None,
+    val_data: Annotated[Path | None, typer.Option(
+        "--val-data", help="Another EchoNet-layout folder for validation (its VAL rows, or all without a VAL "
+        "split).")] = None,
+    eval_data: Annotated[Path | None, typer.Option(
+        "--eval-data", help="Real EchoNet-Dynamic videos with VolumeTracings.csv: aFD and Dice vs tracings of "
+        "student and teacher.")] = None,
+    eval_split: Annotated[str, typer.Option(
+        "--eval-split", help="Rows of --eval-data to evaluate: TRAIN, VAL, TEST or all.")] = "TEST",
+    blocks: Annotated[int, typer.Option("--blocks", help="Encoder blocks (1..4); block i has 12*2^i filters.")] = 4,
+    layers: Annotated[int, typer.Option("--layers", help="ConvLSTM layers per block (1..4).")] = 1,
+    skips: Annotated[bool, typer.Option(
+        "--skips/--no-skips", help="U-Net skip connections (not in the published student).")] = False,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Frames of the random window per video and step.")] = 25,
+    half_res: Annotated[bool, typer.Option(
+        "--half-res/--full-res", help="Train at half resolution (inference stays at full resolution).")] = False,
+    epochs: Annotated[int, typer.Option("--epochs", help="Maximum epochs (early stopping may end sooner).")] = 100,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Videos per step.")] = 32,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-3,
+    patience: Annotated[int, typer.Option(
+        "--patience", help="Stop after this many epochs without a lower validation loss.")] = 10,
+    teacher_batch_size: Annotated[int, typer.Option(
+        "--teacher-batch-size", help="Frames per teacher forward pass while pseudo-labelling.")] = 32,
+    precision: PrecisionOpt = "no",
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    resume: ResumeOpt = None,
+    out: OutOpt = None,
+    name: NameOpt = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Distil a teacher into a small causal ConvLSTM student from pseudo-labels on (synthetic) videos.
+
+    The teacher labels every frame once (cached as uint8 in <data>/.echoseg-pseudo/<key>/, reused by later runs
+    with the same teacher); the student learns them with BCE on random windows, early stopping on validation loss,
+    and a binarisation threshold picked on validation.
+
+    Writes checkpoints/ (best.*, last.*, model.json), metrics.jsonl, summary.json, report.md and, with --eval-data,
+    eval/student/ and eval/teacher/ (per_video.csv, area_curves.png). Continue a stopped run with --resume RUN.
+
+    Example: echoseg distill --teacher run:runs/train/unet --data toy/echonet --blocks 2 --epochs 5
+    """
+    from echoseg.core.distill import check_teacher_spec, select_videos
+    from echoseg.core.distill.train import DistillConfig
+    from echoseg.core.eval.afd_report import SPLITS
+
+    if resume is not None:
+        cfg = _resumed_config(ctx, resume)
+    else:
+        cfg = resolve(ctx, config, sets)
+        for key in ("data", "val_data", "eval_data"):
+            cfg[key] = str(cfg[key]) if cfg[key] is not None else None
+    if not cfg.get("teacher"):
+        raise UserError("--teacher is required (deeplabv3:CKPT or run:TRAIN_RUN)")
+    if not cfg.get("data"):
+        raise UserError("--data is required (an EchoNet-layout folder of videos)")
+    if str(cfg["eval_split"]).upper() not in SPLITS:
+        raise UserError(f"--eval-split must be TRAIN, VAL, TEST or all, got {cfg['eval_split']!r}")
+    dc = DistillConfig.from_dict(cfg)
+    dc.validate()
+    check_teacher_spec(dc.teacher)
+    select_videos(dc.data, dc.val_data)
+    if dc.eval_data is not None:
+        from echoseg.core.distill import select_rows
+
+        select_rows(dc.eval_data, dc.eval_split, "--eval-data")
+    inputs = {"data": dc.data, "val_data": dc.val_data, "eval_data": dc.eval_data,
+              "teacher": dc.teacher.partition(":")[2]}
+    run = open_run("distill", None, cfg, out=out, name=name, resume=resume, inputs=inputs)
+    with run_context(run):
+        from echoseg.core.distill import distill as run_distill
+
+        run_distill(dc, run)
+    emit_run_path(run.path)
+
+
+def _resumed_config(ctx: typer.Context, resume: Path) -> dict:
+    from echoseg.core.runs import Run
+
+    record = Run.load(resume)
+    cfg = dict(record.get("config") or {})
+    if "teacher" not in cfg:
+        raise UserError(f"--resume {resume}: run.json has no distillation configuration")
+    extra = sorted(explicit_params(ctx) - RESUMABLE)
+    if extra:
+        names = ", ".join("--" + e.replace("_", "-") for e in extra)
+        raise UserError(f"--resume takes the run's own options; drop {names} (only --epochs and --device may change)")
+    for key in ("epochs", "device"):
+        if key in explicit_params(ctx):
+            cfg[key] = ctx.params[key]
+    return cfg
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `echoseg distill` command to the root app."""
+    app.command("distill", epilog=_EPILOG)(distill)

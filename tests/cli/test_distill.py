@@ -1,0 +1,94 @@
+"""`echoseg distill` end to end: a run: teacher trained on toy data, toy EchoNet videos, report, resume, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from echoseg.cli import main
+
+FAST = ["--blocks", "2", "--layers", "1", "--seq-len", "8", "--batch-size", "4", "--device", "cpu"]
+
+
+def _run(args, capsys) -> Path:
+    capsys.readouterr()
+    rc = main(args)
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert cap.out.endswith("\n") and len(cap.out.splitlines()) == 1
+    return Path(cap.out.strip())
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    assert main(["data", "toy", "camus", "--patients", "3", "--size", "48", "--out", str(root / "camus")]) == 0
+    assert main(["prompts", "build", str(root / "camus"), "--out", str(root / "prompts")]) == 0
+    assert main(["train", "--model", "unet", "--config", "tiny", "--input-size", "16", "--eval-size", "32",
+                 "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--data", str(root / "prompts"),
+                 "--out", str(root / "teacher")]) == 0
+    assert main(["data", "toy", "echonet", "--videos", "6", "--frames", "20", "--size", "32",
+                 "--out", str(root / "echo")]) == 0
+    return root
+
+
+def test_distill_end_to_end_with_eval_and_cache_reuse(setup, tmp_path, capsys):
+    teacher = f"run:{setup / 'teacher'}"
+    echo = setup / "echo"
+    out = _run(["distill", "--teacher", teacher, "--data", str(echo), "--eval-data", str(echo), "--eval-split",
+                "all", "--half-res", "--epochs", "2", *FAST, "--out", str(tmp_path / "kd")], capsys)
+    assert json.loads((out / "run.json").read_text())["status"] == "completed"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["costs"]["student"]["parameters"] == 39_577
+    assert summary["costs"]["teacher"]["parameters"] > 0 and summary["costs"]["student"]["gflops_per_frame"] > 0
+    assert 0.05 <= summary["thresholds"]["student"] <= 0.95
+    for model in ("student", "teacher"):
+        ev = summary["eval"][model]
+        assert ev["videos_evaluated"] == 6 and ev["aFD_ED_frames"] >= 0 and 0 <= ev["dice_mean_tracings"] <= 1
+        table = pd.read_csv(out / "eval" / model / "per_video.csv")
+        assert len(table) == 6 and {"ED_delay", "ES_delay", "Dice_ED", "Dice_ES", "Dice_mean"} <= set(table.columns)
+    assert "| parameters | 39,577 |" in (out / "report.md").read_text()
+    assert (out / "checkpoints" / "model.json").is_file() and len(out.joinpath("metrics.jsonl").read_text().split(
+        "\n")) == 3
+    cached = Path(summary["pseudo_labels"]["train"])
+    assert cached.parent == echo / ".echoseg-pseudo" and len(list((cached / "done").glob("*.json"))) == 6
+    # a second run with the same teacher labels nothing new
+    again = _run(["distill", "--teacher", teacher, "--data", str(echo), "--epochs", "1", "--skips", *FAST,
+                  "--out", str(tmp_path / "kd2")], capsys)
+    log = (again / "log.txt").read_text()
+    assert "5 of 5 video(s) cached, 0 to label" in log
+    assert json.loads((again / "summary.json").read_text())["costs"]["student"]["parameters"] > 39_577
+
+
+def test_resume_continues_exactly(setup, tmp_path, capsys):
+    args = ["distill", "--teacher", f"run:{setup / 'teacher'}", "--data", str(setup / "echo"), *FAST]
+    full = _run([*args, "--epochs", "2", "--out", str(tmp_path / "full")], capsys)
+    part = _run([*args, "--epochs", "1", "--out", str(tmp_path / "part")], capsys)
+    assert _run(["distill", "--resume", str(part), "--epochs", "2"], capsys) == part
+
+    def rows(run):
+        return [{k: v for k, v in json.loads(x).items() if k != "time"}
+                for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+    assert rows(part) == rows(full) and [r["epoch"] for r in rows(part)] == [1, 2]
+    assert main(["distill", "--resume", str(part), "--lr", "0.1"]) == 2
+
+
+def test_bad_inputs_exit_2_without_a_run(setup, tmp_path, capsys):
+    echo = str(setup / "echo")
+    cases = [
+        (["--teacher", "sam:model.pt", "--data", echo], "--teacher"),
+        (["--teacher", f"deeplabv3:{tmp_path / 'missing.pt'}", "--data", echo], "checkpoint file not found"),
+        (["--teacher", f"run:{tmp_path}", "--data", echo], "not a training run"),
+        (["--teacher", f"run:{setup / 'teacher'}", "--data", str(tmp_path)], "not an EchoNet-Dynamic folder"),
+        (["--teacher", f"run:{setup / 'teacher'}", "--data", echo, "--blocks", "5"], "--blocks"),
+        (["--data", echo], "--teacher is required"),
+    ]
+    for args, message in cases:
+        capsys.readouterr()
+        assert main(["distill", *args, "--out", str(tmp_path / "bad")]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists()

@@ -1,0 +1,100 @@
+"""Student training from pseudo-labels: learning, threshold choice, half resolution, exact resume, report rows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from echoseg.core.data.toy_echonet import toy_lv_masks, write_toy_echonet
+from echoseg.core.distill import select_videos
+from echoseg.core.distill.pseudo import build_pseudo_labels
+from echoseg.core.distill.report import report_rows
+from echoseg.core.distill.train import THRESHOLDS, DistillConfig, VideoSet, epoch_plan, frame_dice, train_student
+from echoseg.core.errors import UserError
+from echoseg.core.runs import Run
+
+
+class NeverCalled:
+    def predict(self, frames, batch_size=32):
+        raise AssertionError("every video is cached already")
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """Toy videos labelled by an oracle teacher: the true LV masks, softened to 0.1 / 0.9."""
+    from echoseg.core.distill import pseudo
+
+    root = tmp_path_factory.mktemp("kd") / "echo"
+    write_toy_echonet(root, videos=6, frames=18, size=32, seed=3)
+    train, val = select_videos(root)
+    cache = pseudo.PseudoLabels(pseudo.cache_folder("run:oracle", root), root)
+    for name in train + val:
+        frames = pseudo.load_video(pseudo.video_path(root, name))
+        cache.write(name, frames, np.where(toy_lv_masks(root, name) > 0, 0.9, 0.1))
+    build_pseudo_labels(NeverCalled(), "run:oracle", root, train + val, progress=False)
+    return VideoSet(cache, train), VideoSet(cache, val)
+
+
+def _cfg(**kw):
+    base = dict(teacher="run:oracle", data="unused", blocks=2, layers=1, seq_len=6, epochs=2, batch_size=2,
+                lr=3e-3, device="cpu", seed=0)
+    base.update(kw)
+    return DistillConfig(**base)
+
+
+def test_epoch_plan_is_seeded_and_covers_every_video():
+    a = epoch_plan(5, [10, 12, 8, 9, 20], 6, 2, seed=0, epoch=3)
+    assert a == epoch_plan(5, [10, 12, 8, 9, 20], 6, 2, seed=0, epoch=3)
+    assert a != epoch_plan(5, [10, 12, 8, 9, 20], 6, 2, seed=0, epoch=4)
+    pairs = [p for batch in a for p in batch]
+    assert sorted(i for i, _ in pairs) == [0, 1, 2, 3, 4]
+    assert all(0 <= s <= [10, 12, 8, 9, 20][i] - 6 for i, s in pairs)
+
+
+def test_frame_dice_edge_cases():
+    p = torch.zeros(3, 4, 4, dtype=torch.bool)
+    t = p.clone()
+    p[1, :2] = True
+    t[1, :1] = True
+    t[2, 0, 0] = True
+    np.testing.assert_allclose(frame_dice(p, t).numpy(), [1.0, 2 * 4 / 12, 0.0])
+
+
+def test_train_half_res_and_exact_resume(videos, tmp_path):
+    train_set, val_set = videos
+    full = Run.create("distill", None, out=tmp_path / "full", argv=["t"])
+    summary = train_student(_cfg(half_res=True), full, train_set, val_set, progress=False)
+    assert summary["epochs_run"] == 2 and summary["threshold"] in THRESHOLDS
+    rows = full.read_metrics()
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"] + 0.05
+    best = json.loads((full.path / "checkpoints" / "best.json").read_text())
+    weights = load_file(str(full.path / "checkpoints" / "best.safetensors"))
+    assert float(weights["threshold"]) == pytest.approx(best["threshold"])
+
+    part = Run.create("distill", None, out=tmp_path / "part", argv=["t"])
+    train_student(_cfg(half_res=True, epochs=1), part, train_set, val_set, progress=False)
+    resumed = Run.resume(tmp_path / "part", "distill", None, argv=["t"])
+    train_student(_cfg(half_res=True, epochs=2), resumed, train_set, val_set, progress=False)
+    strip = [{k: v for k, v in r.items() if k != "time"} for r in resumed.read_metrics()]
+    assert strip == [{k: v for k, v in r.items() if k != "time"} for r in rows]
+    last_a = load_file(str(full.path / "checkpoints" / "last.safetensors"))
+    last_b = load_file(str(resumed.path / "checkpoints" / "last.safetensors"))
+    assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
+
+
+def test_config_validation_and_report_rows():
+    with pytest.raises(UserError, match="--seq-len"):
+        _cfg(seq_len=0).validate()
+    with pytest.raises(UserError, match="--precision"):
+        _cfg(precision="fp8").validate()
+    rows = report_rows({"costs": {"student": {"parameters": 5701, "gflops_per_frame": 0.1},
+                                  "teacher": {"parameters": 39_000_000, "gflops_per_frame": 15.0}},
+                        "thresholds": {"student": 0.45, "teacher": 0.5},
+                        "validation": {"student_dice_vs_teacher": 0.9}})
+    assert rows[0] == ("parameters", "5,701", "39,000,000")
+    assert ("val Dice vs teacher", "0.9000", "—") in rows
+    assert all(r[0] != "aFD ED (frames)" for r in rows)
