@@ -120,6 +120,17 @@ def _click_exceptions() -> tuple[tuple, tuple, tuple]:
     )
 
 
+def _say(message: str, style: str | None = None) -> None:
+    """Print one line on stderr; if stderr is gone (its reader died), stay silent instead of failing."""
+    try:
+        console.print(message, style=style, markup=False, highlight=False)
+    except (OSError, ValueError):
+        try:
+            sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - keeps interpreter shutdown from failing too
+        except OSError:
+            pass
+
+
 def _sigterm(signum, frame):  # noqa: ARG001
     raise KeyboardInterrupt
 
@@ -139,26 +150,22 @@ def main(argv: list[str] | None = None) -> int:
     except click_exit as exc:
         return exc.exit_code
     except (KeyboardInterrupt, *click_abort):
-        console.print("interrupted", style="yellow")
+        _say("interrupted", style="yellow")
         return 130
     except click_error as exc:
         message = exc.format_message()
         if message:  # empty when a group was called without a command: its help was shown
             ctx = getattr(exc, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-            console.print(f"error: {message}{hint}", markup=False, highlight=False)
+            _say(f"error: {message}{hint}")
         return 2
     except UserError as exc:
-        console.print(f"error: {exc}", markup=False, highlight=False)
+        _say(f"error: {exc}")
         return 2
     except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback on the console
         if os.environ.get("ECHOSEG_DEBUG"):
             traceback.print_exc()
         first = str(exc).splitlines()[0] if str(exc) else ""
-        console.print(
-            f"internal error: {type(exc).__name__}: {first} (traceback in the run's log.txt; "
-            "set ECHOSEG_DEBUG=1 to print it)",
-            markup=False,
-            highlight=False,
-        )
+        _say(f"internal error: {type(exc).__name__}: {first} (traceback in the run's log.txt; "
+             "set ECHOSEG_DEBUG=1 to print it)")
         return 1

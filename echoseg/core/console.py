@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
@@ -18,7 +19,18 @@ from rich.progress import (
 
 T = TypeVar("T")
 
-console = Console(stderr=True, highlight=False, soft_wrap=True)
+class _Console(Console):
+    """A console that keeps working when its reader goes away (a killed `| tail`): output is dropped."""
+
+    def on_broken_pipe(self) -> None:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stderr.fileno())
+        except (OSError, ValueError):
+            pass
+
+
+console = _Console(stderr=True, highlight=False, soft_wrap=True)
 _progress_enabled: bool | None = None
 
 

@@ -203,9 +203,12 @@ class Run:
         """Write a line to the console (stderr) and to log.txt."""
         if not self.writer:
             return
-        console.print(message, style=style, markup=False)
         with open(self.path / "log.txt", "a", encoding="utf-8") as f:
             f.write(f"{utc_now()} {message}\n")
+        try:
+            console.print(message, style=style, markup=False)
+        except (OSError, ValueError):  # stderr closed (e.g. a pipe reader died): the log file has it
+            pass
 
     def log_metrics(self, row: dict[str, Any]) -> None:
         """Append one JSON object to metrics.jsonl (flushed at once so a crash loses nothing)."""
@@ -258,8 +261,8 @@ def run_context(run: Run) -> Iterator[Run]:
     try:
         yield run
     except KeyboardInterrupt:
-        run.log("interrupted; continue with --resume " + str(run.path), style="yellow")
         run.finish("interrupted", "interrupted by the user")
+        run.log("interrupted; continue with --resume " + str(run.path), style="yellow")
         raise
     except UserError as exc:
         if run.writer:
