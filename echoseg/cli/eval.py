@@ -22,7 +22,8 @@ DataOpt = Annotated[Path, typer.Option("--data", help="EchoNet-Dynamic folder (F
 DEFAULT_THRESHOLD = "default: 127 for integer masks (0..255), 0.5 for float and boolean masks"
 
 RunOpt = Annotated[Path | None, typer.Option(
-    "--run", help="A segmentation training run (echoseg train): its best checkpoint labels every frame.")]
+    "--run", help="A segmentation run (echoseg train) or a distillation run (echoseg distill, its student): "
+    "labels every frame.")]
 TeacherOpt = Annotated[str | None, typer.Option(
     "--teacher", help="deeplabv3:CKPT (EchoNet-Dynamic DeepLabv3 checkpoint) or run:TRAIN_RUN: labels every frame.")]
 MeanOpt = Annotated[list[float] | None, typer.Option(
@@ -171,7 +172,7 @@ def afd(
         elif model_driven:
             from echoseg.core.eval.predict import model_areas
 
-            thr = 0.5 if cfg["threshold"] is None else cfg["threshold"]
+            thr = model.threshold if cfg["threshold"] is None else cfg["threshold"]
             run.log(f"labelling {len(filelist)} video(s) with {model.name} on {model.device}")
             signals, _ = model_areas(model, cfg["data"], list(filelist["FileName"]), threshold=thr,
                                      batch_size=cfg["batch_size"],

@@ -92,3 +92,20 @@ def test_bad_inputs_exit_2_without_a_run(setup, tmp_path, capsys):
         assert main(["distill", *args, "--out", str(tmp_path / "bad")]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "bad").exists()
+
+
+def test_eval_afd_and_report_take_a_distilled_student(setup, tmp_path, capsys):
+    echo = setup / "echo"
+    kd = _run(["distill", "--teacher", f"run:{setup / 'teacher'}", "--data", str(echo), "--eval-data", str(echo),
+               "--eval-split", "all", "--epochs", "1", *FAST, "--out", str(tmp_path / "kd")], capsys)
+    threshold = json.loads((kd / "summary.json").read_text())["thresholds"]["student"]
+    afd = _run(["eval", "afd", "--data", str(echo), "--run", str(kd), "--split", "all", "--device", "cpu",
+                "--out", str(tmp_path / "afd")], capsys)
+    summary = json.loads((afd / "summary.json").read_text())
+    assert summary["videos_evaluated"] == 6 and summary["aFD_ED_frames"] >= 0
+    assert summary["threshold"] == pytest.approx(threshold)  # the student's own threshold, not 0.5
+    assert summary["teacher"]["kind"] == "distilled student"
+    rep = _run(["report", str(kd), str(afd), "--out", str(tmp_path / "rep")], capsys)
+    rows = json.loads((rep / "summary.json").read_text())["afd"]
+    assert [r["segmenter"].split(" ")[0] for r in rows] == ["teacher", "student", "run:kd"]
+    assert rows[1]["params"] == rows[2]["params"] == 39_577

@@ -1,7 +1,7 @@
 """Left-ventricle teachers: frame-wise LV segmenters that label echo videos (EchoDFKD's teacher role).
 
 A teacher maps grey frames ``(T, H, W)`` uint8 to LV probabilities ``(T, H, W)`` float32 in [0, 1] at the frames'
-own size. Two kinds, chosen by a spec string (:func:`load_teacher`):
+own size. Chosen by a spec string (:func:`load_teacher`):
 
 ``deeplabv3:CKPT``
     EchoNet-Dynamic's segmentation model (Ouyang et al. 2020): torchvision ``deeplabv3_resnet50`` without the
@@ -25,10 +25,15 @@ own size. Two kinds, chosen by a spec string (:func:`load_teacher`):
     the heart."``, P2 and every higher level (which need metadata a video frame does not carry) the P2 text
     ``"Left ventricular cavity in four-chamber view of the heart."``; a ``pK_b`` training prompt uses variant B
     (``... in the cardiac ultrasound.``), a ``random[:pK]`` one variant A. The text used is in :attr:`Teacher.info`.
+
+``run:DISTILL_RUN``
+    An ``echoseg distill`` run: its causal ConvLSTM student labels each video in one pass at the frames' own size,
+    binarised with the threshold the distillation chose (:attr:`Teacher.threshold`).
 """
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +47,8 @@ from echoseg.core.errors import UserError
 
 ECHONET_MEAN = (32.085175, 32.591923, 33.37932)
 ECHONET_STD = (50.129288, 50.487717, 51.34619)
-SPEC_FORMS = "deeplabv3:CKPT (an EchoNet-Dynamic DeepLabv3 checkpoint) or run:TRAIN_RUN (an echoseg training run)"
+SPEC_FORMS = ("deeplabv3:CKPT (an EchoNet-Dynamic DeepLabv3 checkpoint) or run:RUN (an echoseg training or "
+              "distillation run)")
 LV_LABEL = 1
 VIEW = "4CH"  # EchoNet-Dynamic videos are apical four-chamber views
 
@@ -60,7 +66,7 @@ def _triple(value: float | Sequence[float] | None, default: Sequence[float], wha
     return tuple(vals)
 
 
-class Teacher:
+class Teacher(abc.ABC):
     """A frame-wise LV segmenter: :meth:`predict` gives LV probabilities at the frames' own size.
 
     Attributes:
@@ -76,9 +82,12 @@ class Teacher:
         self.device = device
         self.info = info
 
+    #: probability threshold that binarises this model's masks (a distilled student carries its own)
+    threshold: float = 0.5
+
+    @abc.abstractmethod
     def _logits(self, frames: np.ndarray) -> torch.Tensor:
         """LV logits ``(B, H, W)`` on :attr:`device` of contiguous uint8 frames ``(B, H, W)`` (numpy, on the CPU)."""
-        raise NotImplementedError
 
     def predict(self, frames: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """LV probabilities ``(T, H, W)`` float32 in [0, 1] of grey frames ``(T, H, W)`` uint8, in batches."""
@@ -237,6 +246,44 @@ class RunTeacher(Teacher):
         return logits[:, 0]
 
 
+class StudentTeacher(Teacher):
+    """The ConvLSTM student of an ``echoseg distill`` run: each video in one causal pass, at the frames' own size.
+
+    Its binarisation threshold (chosen on validation data by the distillation) is :attr:`threshold`.
+    """
+
+    def __init__(self, run_dir: str | Path, device: str, which: str = "best", option: str = "--teacher") -> None:
+        from echoseg.core.distill.train import load_student
+
+        model, info = load_student(run_dir, which, option=option)
+        self.threshold = float(model.threshold)
+        details = {"spec": f"run:{Path(run_dir).resolve()}", "kind": "distilled student",
+                   "run": str(Path(run_dir).resolve()), "checkpoint": which, "model": info.get("name"),
+                   "threshold": self.threshold, "causal": True}
+        super().__init__(f"run:{Path(run_dir).name} (convlstm student)", model, device, details)
+
+    def _logits(self, frames: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(frames).to(self.device)
+        return self.module(self.module.normalise(x)[None])[0, :, 0]  # the batch is one clip, in frame order
+
+    def predict(self, frames: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """LV probabilities of one whole video (the recurrent state carries across ``batch_size`` chunks)."""
+        arr = np.asarray(frames)
+        if arr.ndim != 3:
+            raise ValueError(f"frames must be (T, H, W), got shape {arr.shape}")
+        with torch.inference_mode():
+            return self.module.predict(np.clip(arr, 0, 255).astype(np.uint8), batch_size=batch_size)
+
+
+def _run_command(run_dir: Path) -> str:
+    from echoseg.core.io import read_json
+
+    try:
+        return str(read_json(run_dir / "run.json").get("command", ""))
+    except (OSError, ValueError):
+        return ""
+
+
 # ----------------------------------------------------------------------------- entry point
 def load_teacher(
     spec: str,
@@ -268,4 +315,6 @@ def load_teacher(
         raise UserError(f"{option} {spec}: mean/std apply to deeplabv3 teachers only (a run uses its model's own)")
     if not Path(target).is_dir():
         raise UserError(f"{option} {spec}: run directory not found: {target}")
+    if _run_command(Path(target)) == "distill":
+        return StudentTeacher(target, dev, option=option)
     return RunTeacher(target, dev, option=option)

@@ -82,12 +82,13 @@ def stats_rows(run: Path, summary: dict[str, Any]) -> list[dict[str, Any]]:
 def afd_row(run: Path, rec: dict[str, Any], summary: dict[str, Any], label: str | None = None) -> dict[str, Any]:
     """One row of the aFD table from an eval afd run."""
     cfg = rec.get("config", {})
-    source = cfg.get("teacher") or cfg.get("run") or cfg.get("masks") or cfg.get("areas") or run.name
+    model = summary.get("teacher") if isinstance(summary.get("teacher"), dict) else {}
+    source = model.get("name") or cfg.get("masks") or cfg.get("areas") or run.name
     return {
         "run": str(run), "segmenter": label or str(source),
         "aFD_ED_frames": summary.get("aFD_ED_frames"), "aFD_ES_frames": summary.get("aFD_ES_frames"),
         "aFD_ED_ms": summary.get("aFD_ED_ms"), "aFD_ES_ms": summary.get("aFD_ES_ms"),
-        "videos": summary.get("videos_evaluated"), "params": summary.get("parameters"),
+        "videos": summary.get("videos_evaluated"), "params": summary.get("parameters", model.get("parameters")),
     }
 
 
@@ -105,9 +106,11 @@ def collect(runs: list[Path]) -> dict[str, pd.DataFrame]:
             afd.append(afd_row(Path(run), rec, summary))
         elif command == "distill":
             for who in ("teacher", "student"):
-                block = summary.get(who, {})
+                block = dict((summary.get("eval") or {}).get(who) or {})
                 if "aFD_ED_frames" in block:
-                    afd.append(afd_row(Path(run), rec, block, label=f"{who} ({block.get('name', who)})"))
+                    block["parameters"] = ((summary.get("costs") or {}).get(who) or {}).get("parameters")
+                    name = (summary.get(who) or {}).get("name", who)
+                    afd.append(afd_row(Path(run), rec, block, label=f"{who} ({name})"))
         else:
             raise UserError(f"{run}: a '{command}' run has nothing to report (give train, eval seg, "
                             "stats wilcoxon, eval afd or distill runs)")
