@@ -84,7 +84,7 @@ def test_wrong_checkpoints_are_user_errors(deeplab, tmp_path):
     with pytest.raises(UserError, match="not found"):
         load_teacher(f"deeplabv3:{tmp_path / 'none.pt'}", "cpu")
     for spec in ("resnet:x.pt", "deeplabv3", str(deeplab["path"]), "run:"):
-        with pytest.raises(UserError, match="deeplabv3:CKPT .* or run:TRAIN_RUN"):
+        with pytest.raises(UserError, match="deeplabv3:CKPT .* or run:RUN"):
             load_teacher(spec, "cpu")
     with pytest.raises(UserError, match="std must be > 0"):
         load_teacher(f"deeplabv3:{deeplab['path']}", "cpu", std=0.0)
