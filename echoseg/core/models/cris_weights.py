@@ -16,7 +16,6 @@ Every load is strict: missing or unexpected keys raise :class:`UserError` listin
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -88,38 +87,11 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], what: str,
 
 
 # ------------------------------------------------------------------------------------------ reading
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any(n.endswith("/constants.pkl") or n.startswith("constants.pkl") for n in zf.namelist())
-
-
 def read_state(path: str | Path, what: str = "--weights") -> dict[str, torch.Tensor]:
-    """The raw state dict of a weights file: TorchScript archive, safetensors, or a torch pickle
-    (the dict itself or its ``state_dict``/``model`` entry). Keys are returned unchanged."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UserError(f"{what} {p}: no such file")
-    try:
-        if _is_torchscript(p):
-            state = dict(torch.jit.load(str(p), map_location="cpu").state_dict())
-        elif p.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    """The raw state dict of a weights file (TorchScript archive, safetensors or torch pickle); keys unchanged."""
+    from echoseg.core.models.weights import read_state as _read
 
-            state = load_file(str(p))
-        else:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any decoding failure is a bad input file
-        raise UserError(f"{what} {p}: cannot read weights ({type(exc).__name__}: {str(exc)[:160]})") from None
-    if isinstance(state, dict):
-        for key in ("state_dict", "model"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict) or not state:
-        raise UserError(f"{what} {p}: file does not hold a state dict")
-    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    return _read(path, what, strip_module=False)
 
 
 def kind_of(state: dict[str, torch.Tensor]) -> str:

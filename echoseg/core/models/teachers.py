@@ -132,20 +132,12 @@ def build_deeplabv3() -> nn.Module:
 
 
 def _read_state_dict(path: Path, option: str) -> dict[str, torch.Tensor]:
+    from echoseg.core.models.weights import read_state
+
     if not path.is_file():
         raise UserError(f"{option} deeplabv3:{path}: checkpoint not found (needed: EchoNet-Dynamic's "
                         "deeplabv3_resnet50_random.pt or a checkpoint saved the same way)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle/zip/IO errors come in many types
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{option} deeplabv3:{path}: cannot read the checkpoint ({first})") from None
-    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{option} deeplabv3:{path}: expected a state dict or {{'state_dict': ...}} of tensors")
-    if all(k.startswith("module.") for k in state):  # saved from nn.DataParallel
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state
+    return read_state(path, f"{option} deeplabv3:", strip_module=True)
 
 
 def _fmt_keys(keys: list[str], limit: int = 4) -> str:

@@ -74,10 +74,23 @@ def _from_hub(repo_id: str, required: Sequence[str], what: str) -> Path:
     return path
 
 
-def load_state_dict_file(spec: str | Path, what: str = "--weights") -> dict:
-    """Read a state dict from a ``.safetensors`` or ``.pt``/``.pth``/``.bin`` file (``module.`` prefixes removed).
+def _is_torchscript(path: Path) -> bool:
+    import zipfile
 
-    A torch file may hold the state dict itself or a dict with a ``state_dict``/``model`` entry.
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith("/constants.pkl") or n.startswith("constants.pkl") for n in zf.namelist())
+
+
+def read_state(spec: str | Path, what: str = "--weights", strip_module: bool = True) -> dict:
+    """Read the tensors of a weights file: safetensors, a torch pickle or a TorchScript archive (OpenAI CLIP).
+
+    A torch pickle may hold the state dict itself or a dict with a ``state_dict``/``model`` entry (training
+    checkpoints). With ``strip_module`` the ``module.`` prefix that ``nn.DataParallel`` adds is removed.
+
+    Raises:
+        UserError: the file is missing, unreadable or holds no tensors.
     """
     import torch
 
@@ -85,7 +98,9 @@ def load_state_dict_file(spec: str | Path, what: str = "--weights") -> dict:
     if not p.is_file():
         raise UserError(f"{what} {p}: expected a weights file (.safetensors, .pt, .pth or .bin)")
     try:
-        if p.suffix == ".safetensors":
+        if _is_torchscript(p):
+            state = dict(torch.jit.load(str(p), map_location="cpu").state_dict())
+        elif p.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             state = load_file(str(p))
@@ -95,9 +110,19 @@ def load_state_dict_file(spec: str | Path, what: str = "--weights") -> dict:
         raise UserError(f"{what} {p}: cannot read weights ({type(exc).__name__}: {str(exc)[:160]})") from None
     if isinstance(state, dict):
         for key in ("state_dict", "model"):
-            if key in state and isinstance(state[key], dict):
+            if isinstance(state.get(key), dict):
                 state = state[key]
                 break
-    if not isinstance(state, dict):
+    if not isinstance(state, dict) or not state:
         raise UserError(f"{what} {p}: file does not hold a state dict")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise UserError(f"{what} {p}: file holds no tensors")
+    if strip_module:
+        state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    return state
+
+
+def load_state_dict_file(spec: str | Path, what: str = "--weights") -> dict:
+    """Read a state dict from a weights file with ``module.`` prefixes removed (see :func:`read_state`)."""
+    return read_state(spec, what, strip_module=True)
