@@ -24,7 +24,7 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/pipeline.sh
 
 bench: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python bench/run_all.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/run_all.py --timeout 5400
 
 lint: $(STAMP)
 	$(BIN)/ruff check echoseg tests bench

@@ -6,8 +6,7 @@
   consumes; target >= 10x;
 - peak RAM (max RSS) of the process.
 
-``python bench/bench_train.py`` prints JSON. ``--quality`` instead trains CLIPSeg tiny on toy CAMUS (40 patients)
-and reports the test Dice (target >= 0.80 within 15 CPU minutes; slow, not part of `make bench`).
+``python bench/bench_train.py`` prints JSON. The quality target (test Dice on toy CAMUS) is bench/bench_quality.py.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import json
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -119,23 +117,5 @@ def run(input_size: int = 64, batch_size: int = 8, steps: int = 40) -> dict:
     return {"name": "train", "metrics": metrics, "target": target, "passed": passed}
 
 
-def quality(patients: int = 40, epochs: int = 30) -> dict:
-    """Train CLIPSeg tiny on toy CAMUS through the CLI and report the test Dice (slow)."""
-    from echoseg.cli import main
-
-    root = Path(tempfile.mkdtemp())
-    t = time.perf_counter()
-    main(["--no-progress", "data", "toy", "camus", "--patients", str(patients), "--size", "128",
-          "--out", str(root / "d")])
-    main(["--no-progress", "prompts", "build", str(root / "d"), "--out", str(root / "p")])
-    main(["--no-progress", "train", "--model", "clipseg", "--config", "tiny", "--input-size", "64",
-          "--data", str(root / "p"), "--epochs", str(epochs), "--batch-size", "16", "--out", str(root / "t")])
-    summary = json.loads((root / "t" / "summary.json").read_text())
-    dice = summary["test"]["overall"]["dice_mean"]
-    minutes = (time.perf_counter() - t) / 60
-    return {"name": "train-quality", "metrics": {"test_dice": dice, "minutes": minutes},
-            "target": {"test_dice": ">= 0.80", "minutes": "<= 15"}, "passed": dice >= 0.8 and minutes <= 15}
-
-
 if __name__ == "__main__":
-    print(json.dumps(quality() if "--quality" in sys.argv else run(), indent=2))
+    print(json.dumps(run(), indent=2))
