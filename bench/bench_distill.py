@@ -1,9 +1,14 @@
 """Benchmark: the EchoDFKD student against its teacher.
 
-1. Speed: inference frames per second on 112x112 grey clips on the CPU of the convlstm student B4L1 (714,577
-   parameters; clips of 16 frames, 2 per batch, one causal pass) and of EchoNet-Dynamic's teacher
-   ``deeplabv3_resnet50`` (1 output, random weights: speed does not depend on them; batches of 8 frames). Both run
-   in channels-last memory format under ``torch.inference_mode``. Target: student / teacher >= 10x.
+1. Speed: inference frames per second on the CPU, on the same random 112x112 grey frames, of the convlstm student
+   B4L1 (714,577 parameters; clips of 16 frames, one causal pass each) and of EchoNet-Dynamic's teacher
+   ``deeplabv3_resnet50`` (1 output, random weights: speed does not depend on them; the grey frames replicated to
+   3 channels). Each model runs in its best honest configuration, chosen from the same sweep: channels-last
+   memory, ``torch.inference_mode``, eval-mode BatchNorm folded into the convolutions (the student's folded fast
+   path, which ``predict`` uses; ``torch.fx`` conv-BN fusion for the teacher), batch sizes (student: 1, 2 or 8
+   clips per batch; teacher: 8 or 32 frames) and intra-op threads (1 or all). Target: best student / best teacher
+   >= 10x. Also reported: the ratio at each thread count, and the student's reference (unfolded) path, so the
+   speed-up of the fast path is measured in the same run (the machine may be shared: compare within one run).
 2. aFD on toy EchoNet videos with known ED/ES: the teacher is an *oracle* — the toy generator's true LV masks
    (``toy_lv_masks``) served as soft labels 0.05/0.95 — because no trained DeepLabv3 checkpoint is available offline;
    a small student (B2L1, CPU-sized), without and with ``--skips``, is distilled from it on 12 videos of 48 frames
@@ -25,7 +30,9 @@ import torch
 
 NAME = "distill"
 TARGET_RATIO = 10.0
-SIZE, CLIP, CLIPS, TEACHER_BATCH, REPEATS = 112, 16, 2, 8, 2
+SIZE, CLIP, REPEATS = 112, 16, 2
+STUDENT_CLIPS = (1, 2, 8)  # clips of CLIP frames per batch
+TEACHER_BATCHES = (8, 32)  # frames per batch
 
 
 def _fps(fn, frames: int, repeats: int = REPEATS) -> float:
@@ -39,24 +46,48 @@ def _fps(fn, frames: int, repeats: int = REPEATS) -> float:
 
 
 def speed() -> dict:
-    """Frames per second of student (B4L1) and teacher (deeplabv3_resnet50) on 112x112 input."""
+    """Frames per second of student (B4L1) and teacher (deeplabv3_resnet50) on 112x112 input, best of a sweep."""
+    from torch.fx.experimental.optimization import fuse
+
     from echoseg.core.models import build_model
     from echoseg.core.models.teachers import build_deeplabv3
 
     torch.manual_seed(0)
     cl = torch.channels_last
     student = build_model("convlstm", "base", blocks=4, layers=1).eval().to(memory_format=cl)
-    teacher = build_deeplabv3().eval().to(memory_format=cl)
-    clips = torch.randn(CLIPS, CLIP, 1, SIZE, SIZE)
-    batch = torch.randn(TEACHER_BATCH, 3, SIZE, SIZE).contiguous(memory_format=cl)
-    with torch.inference_mode():
-        s_fps = _fps(lambda: student(clips), CLIPS * CLIP)
-        t_fps = _fps(lambda: teacher(batch)["out"], TEACHER_BATCH)
-    return {"student_fps": s_fps, "teacher_fps": t_fps, "fps_ratio": s_fps / t_fps,
-            "student_parameters": student.num_parameters(),
+    teacher = fuse(build_deeplabv3().eval()).to(memory_format=cl)  # conv + BatchNorm folded, like the student
+    frames = torch.randn(max(max(STUDENT_CLIPS) * CLIP, max(TEACHER_BATCHES)), SIZE, SIZE)
+    clips = {n: frames[: n * CLIP].reshape(n, CLIP, 1, SIZE, SIZE) for n in STUDENT_CLIPS}
+    batches = {n: frames[:n, None].expand(n, 3, SIZE, SIZE).contiguous(memory_format=cl) for n in TEACHER_BATCHES}
+    all_threads = torch.get_num_threads()
+    student_runs, teacher_runs, reference_runs = {}, {}, {}
+    try:
+        for threads in sorted({1, all_threads}):
+            torch.set_num_threads(threads)
+            with torch.inference_mode():
+                for n, x in clips.items():
+                    student_runs[(n, threads)] = _fps(lambda x=x: student(x), n * CLIP)
+                reference_runs[threads] = _fps(lambda: student(clips[2], fast=False), 2 * CLIP)
+                for n, x in batches.items():
+                    teacher_runs[(n, threads)] = _fps(lambda x=x: teacher(x)["out"], n)
+    finally:
+        torch.set_num_threads(all_threads)
+    (s_clips, s_threads), s_fps = max(student_runs.items(), key=lambda kv: kv[1])
+    (t_batch, t_threads), t_fps = max(teacher_runs.items(), key=lambda kv: kv[1])
+    out = {"student_fps": s_fps, "student_config": f"{s_clips} clips x {CLIP} frames, {s_threads} thread(s)",
+           "teacher_fps": t_fps, "teacher_config": f"batch {t_batch}, {t_threads} thread(s)",
+           "fps_ratio": s_fps / t_fps}
+    for threads in sorted({1, all_threads}):
+        best_s = max(v for (_, th), v in student_runs.items() if th == threads)
+        best_t = max(v for (_, th), v in teacher_runs.items() if th == threads)
+        out[f"fps_ratio_{threads}_threads"] = best_s / best_t
+        out[f"student_reference_fps_2_clips_{threads}_threads"] = reference_runs[threads]
+        out[f"student_fast_fps_2_clips_{threads}_threads"] = student_runs[(2, threads)]
+    return {**out, "student_parameters": student.num_parameters(),
             "teacher_parameters": sum(p.numel() for p in teacher.parameters()),
             "student_gflops_per_frame": student.gflops(SIZE, SIZE),
-            "threads": torch.get_num_threads()}
+            "student_fast_path_gflops_per_frame": student.gflops(SIZE, SIZE, fast=True),
+            "threads_available": all_threads}
 
 
 def toy_afd(epochs: int = 6) -> dict:

@@ -1,4 +1,5 @@
-"""The ConvLSTM student: published parameter counts, causality, chunked = one pass, registry round trip."""
+"""The ConvLSTM student: published parameter counts, causality, chunked = one pass, registry round trip, and the
+folded fast inference path equal to the reference forward."""
 
 from __future__ import annotations
 
@@ -26,15 +27,16 @@ def test_skips_add_decoder_parameters_only_when_there_is_a_decoder():
     assert skips - plain == 12 * 9 * 12 + 24 * 9 * 24
 
 
+@pytest.mark.parametrize("fast", [False, True])
 @pytest.mark.parametrize("skips", [False, True])
-def test_causal_output_at_t_ignores_later_frames(skips):
+def test_causal_output_at_t_ignores_later_frames(skips, fast):
     torch.manual_seed(0)
     model = build_model("convlstm", "tiny", blocks=2, skips=skips).eval()
     x = torch.randn(2, 6, 1, 24, 20)  # odd multiple: padding path too
     y = x.clone()
     y[:, 4:] = torch.randn(2, 2, 1, 24, 20) * 5
     with torch.no_grad():
-        a, b = model(x), model(y)
+        a, b = model(x, fast=fast), model(y, fast=fast)
     assert a.shape == (2, 6, 1, 24, 20)
     torch.testing.assert_close(a[:, :4], b[:, :4])
     assert not torch.allclose(a[:, 4:], b[:, 4:])
@@ -42,7 +44,70 @@ def test_causal_output_at_t_ignores_later_frames(skips):
     z = x.clone()
     z[:, 0] += 3
     with torch.no_grad():
-        assert not torch.allclose(model(z)[:, 3], a[:, 3])
+        assert not torch.allclose(model(z, fast=fast)[:, 3], a[:, 3])
+
+
+def _randomise(model, seed: int):
+    """Random weights and non-trivial BatchNorm statistics (some negative scales: the BN-before-pool branch)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (2.0 / max(1, p[0].numel())) ** 0.5)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 2 + 0.2)
+                m.weight.copy_(torch.randn(m.num_features, generator=g) * 0.5 + 1.0)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.3)
+        for k, bn in enumerate(n for norms in model.enc_norms for n in norms):
+            bn.weight.abs_()
+            if k % 2:  # a negative scale: max-pool does not commute with this BatchNorm
+                bn.weight[0] = -bn.weight[0]
+    return model
+
+
+@pytest.mark.parametrize("skips", [False, True])
+@pytest.mark.parametrize(("blocks", "layers"), [(1, 1), (2, 1), (3, 1), (4, 1), (2, 2), (1, 3)])
+def test_fast_inference_path_equals_reference(blocks, layers, skips):
+    model = _randomise(build_model("convlstm", "tiny", blocks=blocks, layers=layers, skips=skips), blocks).eval()
+    pool_first = [layer.pool_first for block in model._plan().layers for layer in block]
+    assert pool_first[::2] == [True] * len(pool_first[::2]) and not any(pool_first[1::2])
+    x = torch.randn(2, 5, 1, 19, 26, generator=torch.Generator().manual_seed(3))  # not a multiple: padding
+    with torch.no_grad():
+        ref, ref_state = model(x, return_state=True, fast=False)
+        out, state = model(x, return_state=True)  # eval + no_grad: the fast path by default
+        _, head = model(x[:, :2], return_state=True, fast=False)  # states interchange between the paths
+        tail = model(x[:, 2:], head, fast=True)
+    assert out.shape == ref.shape == (2, 5, 1, 19, 26) and ref.abs().max() > 0.1
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)  # float32 rounding (logits reach ~10)
+    torch.testing.assert_close(tail, ref[:, 2:], atol=1e-5, rtol=1e-5)
+    for (h, c), (rh, rc) in zip(state, ref_state, strict=True):
+        torch.testing.assert_close(h, rh, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(c, rc, atol=1e-5, rtol=1e-5)
+    model.double()  # the same computation, re-associated: in float64 the paths agree to ~1e-14
+    with torch.no_grad():
+        torch.testing.assert_close(model(x.double()), model(x.double(), fast=False), atol=1e-10, rtol=0)
+
+
+def test_fast_path_cache_follows_the_weights_and_leaves_the_state_dict_alone():
+    model = build_model("convlstm", "tiny", blocks=2).eval()
+    keys = list(model.state_dict())
+    x = torch.randn(1, 3, 1, 16, 16)
+    with torch.no_grad():
+        before = model(x)
+        other = _randomise(build_model("convlstm", "tiny", blocks=2), 7).state_dict()
+        model.load_state_dict(other)  # in-place copies: the folded weights must be rebuilt
+        torch.testing.assert_close(model(x), model(x, fast=False), atol=1e-5, rtol=0)
+        assert not torch.allclose(model(x), before)
+        model.enc_norms[0][0].running_var.mul_(4)
+        torch.testing.assert_close(model(x), model(x, fast=False), atol=1e-5, rtol=0)
+    assert list(model.state_dict()) == keys
+    model.train()
+    assert "_fast_plan" not in model.__dict__
+    y = model(x.requires_grad_())  # training: the reference (autograd) path
+    assert y.requires_grad
+    with pytest.raises(ValueError, match="eval mode"):
+        model(x, fast=True)
 
 
 def test_chunked_predict_equals_one_pass_and_training_path_matches_inference():
