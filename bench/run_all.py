@@ -32,9 +32,10 @@ _RUNNER = """
 import importlib.util, json, sys
 spec = importlib.util.spec_from_file_location("bench_module", sys.argv[1])
 mod = importlib.util.module_from_spec(spec)
+out = sys.argv[2]  # read now: a benchmark may call echoseg.cli.main(), which rewrites sys.argv
 spec.loader.exec_module(mod)
 result = mod.run()
-with open(sys.argv[2], "w", encoding="utf-8") as f:
+with open(out, "w", encoding="utf-8") as f:
     json.dump(result, f, default=str)
 """
 
