@@ -102,6 +102,14 @@ def curate(
         raise UserError(f"SYNTH_RUN {synth_run}: not found")
     if not (synth_run / "manifest.csv" if synth_run.is_dir() else synth_run).is_file():
         raise UserError(f"SYNTH_RUN {synth_run}: no manifest.csv (expected a synthetic run or data run)")
+    if cc.balance and cc.enabled("balance"):
+        from echoseg.core.data.manifest import read_manifest
+
+        columns = set(read_manifest(synth_run).columns)
+        missing = [a for a in cc.balance if a not in columns]
+        if missing:
+            raise UserError(f"--balance: {', '.join(missing)} not a column of {synth_run}'s manifest.csv "
+                            "(e.g. view, phase, sex, age, quality)")
     if cc.segmenter is not None:
         find_checkpoint(cc.segmenter, "best", "--segmenter")
     for option, value in (("--bad", cc.bad), ("--real", cc.real)):

@@ -142,12 +142,14 @@ def import_dicom(
     """
     from echoseg.core.data.dicom import import_dicom as _import
 
+    cfg = resolve(ctx, config, sets, exclude=("files",))
     for f in files:
         if not Path(f).is_file():
             raise UserError(f"{f}: file not found")
-    if size < 0:
-        raise UserError(f"--size must be >= 0, got {size}")
-    cfg = resolve(ctx, config, sets, exclude=("files",))
+    if cfg["size"] < 0:
+        raise UserError(f"--size must be >= 0, got {cfg['size']}")
+    if str(cfg["split"]).upper() not in ("TRAIN", "VAL", "TEST"):
+        raise UserError(f"--split must be TRAIN, VAL or TEST, got {cfg['split']!r}")
     run = open_run("data", "import-dicom", cfg, out=out, name=name, inputs={"files": [str(f) for f in files]})
     with run_context(run):
         filelist = _import([Path(f) for f in files], run.path, size=cfg["size"], split=cfg["split"], log=run.log)

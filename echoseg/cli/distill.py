@@ -120,6 +120,8 @@ def _resumed_config(ctx: typer.Context, resume: Path) -> dict:
     from echoseg.core.runs import Run
 
     record = Run.load(resume)
+    if record.get("command") != "distill":
+        raise UserError(f"--resume {resume}: that run is '{record.get('command')}', not 'distill'")
     cfg = dict(record.get("config") or {})
     if "teacher" not in cfg:
         raise UserError(f"--resume {resume}: run.json has no distillation configuration")

@@ -47,7 +47,7 @@ def convert_cris(
         raise UserError(f"--input-size must be a positive multiple of 32, got {cfg['input_size']}")
     require_file(checkpoint, "CKPT")
     state = read_state(checkpoint, "CKPT")
-    arch = infer_config(state) if cfg["arch"] == "auto" else cfg["arch"]
+    arch = infer_config(state, f"CKPT {checkpoint}") if cfg["arch"] == "auto" else cfg["arch"]
     # build and strictly load before the run directory exists: a mismatch leaves nothing behind
     model = model_from_original(state, arch, {"word_len": cfg["word_len"], "input_size": cfg["input_size"]},
                                 f"CKPT {checkpoint}")

@@ -147,6 +147,14 @@ def train(
     for key in ("steps", "batch_size"):
         if cfg.get(key) is not None and int(cfg[key]) < 1:
             raise UserError(f"--{key.replace('_', '-')} must be >= 1, got {cfg[key]}")
+    for key in ("checkpoint_every", "sample_every"):
+        low = 1 if key == "checkpoint_every" else 0
+        if cfg.get(key) is not None and int(cfg[key]) < low:
+            raise UserError(f"--{key.replace('_', '-')} must be >= {low}, got {cfg[key]}")
+    if cfg.get("lr") is not None and not float(cfg["lr"]) > 0:
+        raise UserError(f"--lr must be > 0, got {cfg['lr']}")
+    if cfg.get("ema_decay") is not None and not 0.0 <= float(cfg["ema_decay"]) < 1.0:
+        raise UserError(f"--ema-decay must be in [0, 1), got {cfg['ema_decay']}")
     if not 0.0 <= float(cfg["cond_dropout"]) < 1.0:
         raise UserError(f"--cond-dropout must be in [0, 1), got {cfg['cond_dropout']}")
     from echoseg.core.data.manifest import read_manifest
@@ -219,6 +227,8 @@ def generate(
         for key in ("model", "masks", "pipeline", "prompts"):
             cfg[key] = str(Path(cfg[key]).resolve()) if cfg.get(key) else None
     _common(cfg)
+    if cfg.get("guidance") is not None and float(cfg["guidance"]) < 0:
+        raise UserError(f"--guidance must be >= 0 (1: no guidance), got {cfg['guidance']}")
     text_mode = cfg.get("pipeline") is not None
     if text_mode:
         if cfg.get("model") or cfg.get("masks") or cfg.get("balance"):
@@ -272,6 +282,15 @@ def _generate_text(cfg: dict, out: Path | None, name: str | None, resume: Path |
 
     if not (Path(cfg["pipeline"]) / "model_index.json").is_file():
         raise UserError(f"--pipeline {cfg['pipeline']}: not a diffusers pipeline folder (no model_index.json)")
+    from echoseg.core.io import read_json
+
+    try:
+        index = read_json(Path(cfg["pipeline"]) / "model_index.json")
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--pipeline {cfg['pipeline']}: model_index.json is not valid JSON "
+                        f"({str(exc).splitlines()[0][:160]})") from None
+    if not isinstance(index, dict) or "_class_name" not in index:
+        raise UserError(f"--pipeline {cfg['pipeline']}: model_index.json names no pipeline class (_class_name)")
     read_prompts(cfg["prompts"])
     for key in ("steps", "batch_size", "count_per_prompt"):
         if int(cfg[key]) < 1:

@@ -120,8 +120,12 @@ def train(
     from echoseg.core.models import get_config
 
     get_config(tc.model, tc.model_config)
-    if tc.init_from is not None and not (Path(tc.init_from) / "checkpoints" / "best.safetensors").is_file():
-        raise UserError(f"--init-from {tc.init_from}: not a training run with checkpoints/best.safetensors")
+    if tc.init_from is not None:
+        if not (Path(tc.init_from) / "checkpoints" / "best.safetensors").is_file():
+            raise UserError(f"--init-from {tc.init_from}: not a training run with checkpoints/best.safetensors")
+        from echoseg.core.train.checkpoint import find_checkpoint
+
+        find_checkpoint(tc.init_from, "best", "--init-from")
     splits = {s: load_split(src, s, f"--{s}-data" if cfg["data"].get(s) else "--data") if src else None
               for s, src in sources.items()}
     run = open_run("train", None, cfg, out=out, name=name, resume=resume,
@@ -144,8 +148,10 @@ def _resumed_config(ctx: typer.Context, resume: Path) -> dict:
     from echoseg.core.runs import Run
 
     record = Run.load(resume)
+    if record.get("command") != "train":
+        raise UserError(f"--resume {resume}: that run is '{record.get('command')}', not 'train'")
     cfg = dict(record.get("config") or {})
-    if "data" not in cfg:
+    if not isinstance(cfg.get("data"), dict):
         raise UserError(f"--resume {resume}: run.json has no training configuration")
     allowed = {"resume", "epochs", "out", "device", "num_workers"}
     extra = sorted(explicit_params(ctx) - allowed)

@@ -17,6 +17,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise UserError(f"--config {p}: file not found")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"--config {p}: not a text file (not valid UTF-8)") from None
+    except OSError as exc:
+        raise UserError(f"--config {p}: cannot read ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "parse error"
         raise UserError(f"--config {p}: not valid YAML/JSON ({first})") from None

@@ -180,7 +180,13 @@ class Run:
         run_json = Path(path) / "run.json"
         if not run_json.is_file():
             raise UserError(f"{path}: not an echoseg run directory (no run.json)")
-        return read_json(run_json)
+        try:
+            record = read_json(run_json)
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise UserError(f"{run_json}: not a valid run.json ({str(exc).splitlines()[0][:200]})") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{run_json}: not a valid run.json (expected a JSON object)")
+        return record
 
     # ----------------------------------------------------------------- writing
     def file(self, relative: str | Path) -> Path:

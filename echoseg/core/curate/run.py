@@ -97,6 +97,8 @@ class CurateConfig:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.min_std < 0:
             raise UserError(f"--min-std must be >= 0, got {self.min_std}")
+        if str(self.size).strip().lower() not in ("auto", "any"):
+            F.expected_size(None, self.size)  # parses N / HxW without reading images; UserError otherwise
         known = ("open_clip:", "hf:", "pixels:")
         if self.encoder not in ("segmenter", "pixels") and not self.encoder.startswith(known):
             raise UserError(f"--encoder {self.encoder!r}: expected segmenter, pixels[:N], open_clip:PATH or "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,9 @@ import numpy as np
 
 from echoseg.core.errors import UserError
 from echoseg.core.eval.areas import binarise
+
+# what torch.load / open_clip raise on a corrupt or foreign weights file
+_LOAD_ERRORS = (RuntimeError, OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError)
 
 PROMPTS = ("WALL", "NOTHING", "LEFT VENTRICLE")
 WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -94,7 +98,7 @@ def _load_folder(folder: Path, device: str) -> tuple[Any, Any, Any]:
                 name, pretrained=str(weights), device=device, **_transform_kwargs(cfg.get("preprocess_cfg") or {})
             )
             tokenizer = open_clip.get_tokenizer(name)
-        except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        except _LOAD_ERRORS as exc:
             raise UserError(f"--clip-model {folder}: cannot load {weights.name} ({_first_line(exc)})") from None
     return model, preprocess, tokenizer
 
@@ -127,7 +131,7 @@ def _load_arch(spec: str, device: str) -> tuple[Any, Any, Any]:
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=str(weights), device=device)
         tokenizer = open_clip.get_tokenizer(arch)
-    except (RuntimeError, OSError, ValueError, KeyError) as exc:
+    except _LOAD_ERRORS as exc:
         raise UserError(f"--clip-model {spec}: cannot load {weights} ({_first_line(exc)})") from None
     return model, preprocess, tokenizer
 

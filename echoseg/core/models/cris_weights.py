@@ -156,9 +156,9 @@ def load_weights(model: nn.Module, spec: str | Path, what: str = "--weights") ->
 
 
 # ------------------------------------------------------------------------------------------ conversion
-def infer_config(state: dict[str, torch.Tensor]) -> str:
+def infer_config(state: dict[str, torch.Tensor], what: str = "checkpoint") -> str:
     """``rn50`` or ``rn101`` from an original CRIS state dict (layer3 depth of the visual ResNet)."""
-    keys = from_original(state)
+    keys = from_original(state, what)
     blocks = {k.split(".")[3] for k in keys if k.startswith("backbone.visual.layer3.")}
     depth = {6: "rn50", 23: "rn101"}.get(len(blocks))
     if depth is None:

@@ -142,6 +142,9 @@ def _detect_kind(root: Path) -> str:
 
     if detect_sdm_camus(root):
         return "sdm-camus"
+    if (root / "manifest.csv").is_file():
+        raise UserError(f"{root / 'manifest.csv'}: not a readable manifest (unreadable CSV or missing columns "
+                        f"{', '.join(MANIFEST_COLUMNS)}) and no CAMUS or SDM CAMUS layout beside it")
     raise UserError(f"{root}: no manifest.csv and no CAMUS or SDM CAMUS layout found (expected database_nifti/, "
                     "training|testing/ or SDM CAMUS PNGs)")
 

@@ -19,14 +19,18 @@ STRUCTURE_ORDER = ("LV", "MYO", "LA")
 
 def _load(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     run = Path(run)
-    if not (run / "run.json").is_file():
-        raise UserError(f"{run}: not an echoseg run directory (no run.json)")
-    rec = read_json(run / "run.json")
+    from echoseg.core.runs import Run
+
+    rec = Run.load(run)
     if rec.get("status") != "completed":
         raise UserError(f"{run}: run status is {rec.get('status')!r}, not completed")
     if not (run / "summary.json").is_file():
         raise UserError(f"{run}: no summary.json")
-    return rec, read_json(run / "summary.json")
+    try:
+        summary = read_json(run / "summary.json")
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{run / 'summary.json'}: not valid JSON ({str(exc).splitlines()[0][:200]})") from None
+    return rec, summary
 
 
 def strategy_of(summary: dict[str, Any], config: dict[str, Any]) -> str:

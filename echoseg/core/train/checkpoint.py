@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from echoseg.core.errors import UserError
@@ -88,16 +89,41 @@ def find_checkpoint(run_dir: str | Path, which: str = "best", option: str = "--r
     path = folder / f"{which}.safetensors"
     if not path.is_file():
         raise UserError(f"{option} {run_dir}: no {CKPT_DIR}/{which}.safetensors (did the run finish an epoch?)")
+    read_model_info(folder, option, run_dir)
+    try:  # reads the header only: a truncated or foreign file fails here, before any run directory exists
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for every corruption
+        raise UserError(f"{option} {run_dir}: {CKPT_DIR}/{which}.safetensors is not readable "
+                        f"({_first_line(exc)})") from None
     return path
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+def read_model_info(folder: Path, option: str, run_dir: str | Path) -> dict[str, Any]:
+    """``model.json`` of a checkpoint folder, with a clear error when it is not a model description."""
+    try:
+        info = read_json(folder / "model.json")
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{option} {run_dir}: {CKPT_DIR}/model.json is not valid JSON ({_first_line(exc)})") from None
+    if not isinstance(info, dict) or "name" not in info or "spec" not in info:
+        raise UserError(f"{option} {run_dir}: {CKPT_DIR}/model.json has no model name and spec")
+    return info
 
 
 def load_trained_model(run_dir: str | Path, which: str = "best", option: str = "--run"):
     """Rebuild a trained model from its run directory (offline) and load its ``which`` weights."""
     path = find_checkpoint(run_dir, which, option)
-    info = read_json(path.parent / "model.json")
+    info = read_model_info(path.parent, option, run_dir)
     model = build_model(info["name"], info["spec"], assets=path.parent)
     try:
         load_weights(model, path)
     except RuntimeError as exc:
         raise UserError(f"{option} {run_dir}: weights do not match model.json ({str(exc)[:200]})") from None
+    except Exception as exc:  # noqa: BLE001 - a corrupt safetensors body
+        raise UserError(f"{option} {run_dir}: {path.name} is not readable ({_first_line(exc)})") from None
     return model, info
