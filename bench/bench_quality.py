@@ -49,9 +49,9 @@ STRUCTURES = ("LV", "MYO", "LA")
 # that training converges well inside the budget on 2 cores.
 SETTINGS: dict[str, list[str]] = {
     "unet": ["--config", "tiny", "--input-size", "64", "--batch-size", "8", "--lr", "3e-3", "--epochs", "40"],
-    # CLIPSeg tiny's ViT has a 4x4 grid of learned positions (image_size 32, patch 8): at 32 px it learns fastest;
+    # CLIPSeg tiny's ViT has an 8x8 grid of learned positions (image_size 32, patch 4): at 32 px it learns fastest;
     # larger inputs interpolate the positions and learned slower in our short runs. Augmentation curbs overfitting.
-    "clipseg": ["--config", "tiny", "--input-size", "32", "--batch-size", "8", "--lr", "2e-3", "--epochs", "600",
+    "clipseg": ["--config", "tiny", "--input-size", "32", "--batch-size", "8", "--lr", "2e-3", "--epochs", "500",
                 "--plateau-patience", "20", "--early-stop-patience", "60", "--augment"],
     "cris": ["--config", "tiny", "--input-size", "64", "--batch-size", "8", "--lr", "1e-3", "--epochs", "80",
              "--plateau-patience", "10", "--early-stop-patience", "20"],

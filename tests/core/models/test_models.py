@@ -61,7 +61,7 @@ def test_clipseg_spec_and_saved_pretrained_folder_rebuild(tmp_path):
     with torch.no_grad():
         ref = m(x, ["Myocardium."])
         assert torch.allclose(rebuilt(x, ["Myocardium."]), ref)
-        assert torch.allclose(loaded(x, ["Myocardium."]), ref, atol=1e-6)
+        assert torch.allclose(loaded(x, ["Myocardium."]), ref, atol=1e-5)
 
 
 def test_freeze_encoders_gives_no_gradient_to_clip():
