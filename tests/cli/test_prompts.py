@@ -113,3 +113,15 @@ def test_sdm_camus_run(tmp_path, capsys):
     assert summary["dataset"] == "sdm-camus" and summary["incomplete_samples"] == 0
     assert main(["prompts", "build", str(data), "--dataset", "camus", "--out", str(tmp_path / "x")]) == 2
     assert "--dataset camus" in capsys.readouterr().err
+
+
+def test_a_manifest_with_no_rows_is_exit_2(camus_run, tmp_path, capsys):
+    """A curation that kept nothing leaves a header-only manifest: a clear error, not a mislabelled data set."""
+    empty = tmp_path / "curated"
+    empty.mkdir()
+    pd.read_csv(camus_run / "manifest.csv").head(0).to_csv(empty / "manifest.csv", index=False)
+    out = tmp_path / "p"
+    assert main(["prompts", "build", str(empty), "--dataset", "sdm-camus", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds no samples" in err and "\n" not in err
+    assert not out.exists()

@@ -321,6 +321,9 @@ def curate(cfg: CurateConfig, run: Run, *, segmenter=None, encoder: Encoder | No
     summary = _summary(cfg, df, images, kept_rows, rejected, scores, thresholds, stats, figures)
     run.write_summary(summary)
     run.log(f"kept {summary['kept']['images']} of {len(images)} images ({len(kept_rows)} of {len(df)} samples)")
+    if kept_rows.empty:
+        run.log("warning: every sample was rejected; see rejected.csv and figures/ (thresholds too strict, or a "
+                "synthesis model trained too briefly)", style="yellow")
     return summary
 
 

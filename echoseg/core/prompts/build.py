@@ -83,6 +83,8 @@ def load_dataset(data: str | Path, dataset: str = "auto", splits: str | Path | N
     manifest_file = p if p.is_file() else p / "manifest.csv"
     if manifest_file.is_file() and (p.is_file() or _is_full_manifest(manifest_file)):
         df = read_manifest(manifest_file)
+        if df.empty:
+            raise UserError(f"{manifest_file}: holds no samples (e.g. a curation run that kept nothing)")
         df = _absolute_paths(df, manifest_file.parent)
         kind = _kind_of_manifest(df)
         if dataset != "auto" and dataset != kind:
