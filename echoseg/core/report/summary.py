@@ -152,6 +152,8 @@ def markdown(tables: dict[str, pd.DataFrame]) -> str:
 
 def figure(tables: dict[str, pd.DataFrame]):
     """One PNG-ready figure: Dice per model and strategy, paired differences with CIs, aFD bars."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -163,12 +165,12 @@ def figure(tables: dict[str, pd.DataFrame]):
     for ax, key in zip(axes[0], panels, strict=True):
         df = tables[key]
         if key == "segmentation":
-            labels = [f"{m}\n{s}" for m, s in zip(df["model"], df["strategy"], strict=True)]
+            labels = [f"{m} {s}" for m, s in zip(df["model"], df["strategy"], strict=True)]
             x = np.arange(len(df))
             width = 0.8 / len(STRUCTURE_ORDER)
             for i, s in enumerate(STRUCTURE_ORDER):
                 ax.bar(x + (i - 1) * width, df[f"dice_{s}"].astype(float).fillna(0), width, label=s)
-            ax.set_xticks(x, labels, fontsize=7)
+            ax.set_xticks(x, labels, fontsize=7, rotation=35, ha="right", rotation_mode="anchor")
             ax.set_ylim(0, 1)
             ax.set_ylabel("mean test Dice")
             ax.legend(fontsize=8)
@@ -187,7 +189,7 @@ def figure(tables: dict[str, pd.DataFrame]):
             x = np.arange(len(df))
             ax.bar(x - 0.2, df["aFD_ED_frames"].astype(float), 0.4, label="aFD ED")
             ax.bar(x + 0.2, df["aFD_ES_frames"].astype(float), 0.4, label="aFD ES")
-            ax.set_xticks(x, [str(s)[-28:] for s in df["segmenter"]], fontsize=7, rotation=15)
+            ax.set_xticks(x, [textwrap.fill(str(s), 24) for s in df["segmenter"]], fontsize=7)
             top = float(np.nanmax(df[["aFD_ED_frames", "aFD_ES_frames"]].astype(float).to_numpy(), initial=0.0))
             ax.set_ylim(0, max(1.0, top * 1.15))
             ax.set_ylabel("frames")
