@@ -25,7 +25,7 @@ from typing import Any
 from echoseg.core.console import console
 from echoseg.core.env import environment
 from echoseg.core.errors import UserError
-from echoseg.core.io import read_json, sha256_file, to_json, write_json
+from echoseg.core.io import read_json, sha256_file, to_json, write_json, write_text
 
 STATUSES = ("running", "completed", "failed", "interrupted")
 RUN_FILES = ("run.json", "log.txt", "metrics.jsonl", "summary.json")
@@ -232,6 +232,12 @@ class Run:
         if not p.exists():
             return []
         return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def trim_metrics(self, last_epoch: int) -> None:
+        """Drop metrics.jsonl rows of epochs after ``last_epoch`` (written after the checkpoint a resume uses)."""
+        rows = [r for r in self.read_metrics() if int(r.get("epoch", 0)) <= last_epoch]
+        if self.writer:
+            write_text(self.path / "metrics.jsonl", "".join(to_json(r, indent=None) + "\n" for r in rows))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Atomically write summary.json."""

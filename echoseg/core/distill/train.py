@@ -181,14 +181,6 @@ def validate(model, videos: VideoSet, device: torch.device, autocast, chunk: int
             "threshold": float(THRESHOLDS[best]), "val_dice_at_0.5": float(dice[int(np.argmin(abs(THRESHOLDS - .5)))])}
 
 
-def _trim_metrics(run: Run, last_epoch: int) -> None:
-    from echoseg.core.io import to_json, write_text
-
-    rows = [r for r in run.read_metrics() if int(r.get("epoch", 0)) <= last_epoch]
-    if run.writer:
-        write_text(run.path / "metrics.jsonl", "".join(to_json(r, indent=None) + "\n" for r in rows))
-
-
 def build_student(cfg: DistillConfig, mean: float, std: float):
     """The convlstm student of ``cfg`` normalising with the training frames' grey-level ``mean``/``std``."""
     return build_model("convlstm", cfg.model_config, blocks=cfg.blocks, layers=cfg.layers, skips=cfg.skips,
@@ -222,17 +214,10 @@ def train_student(cfg: DistillConfig, run: Run, train_set: VideoSet, val_set: Vi
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     book = {"epoch": 0, "best_loss": math.inf, "best_epoch": 0, "best_dice": None, "threshold": 0.5,
             "bad_epochs": 0, "elapsed": 0.0, "done": False, "stopped_early": False}
+    ckpt.restore_book(run, folder, model, book, state, cfg.epochs, cfg.to_dict())
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-        book.update(state["book"])
-        if book["done"] and not book["stopped_early"] and book["epoch"] < cfg.epochs:
-            book["done"] = False  # resumed with a larger --epochs
-        _trim_metrics(run, book["epoch"])
         run.log(f"resuming after epoch {book['epoch']} (best val loss {book['best_loss']:.5f} at {book['best_epoch']})")
-    elif run.writer:
-        ckpt.save_model_info(folder, model, cfg.to_dict())
-        if not run.fresh:
-            _trim_metrics(run, 0)
     model, optimizer = accelerator.prepare(model, optimizer)
     if state is not None:
         ckpt.set_rng_state(state["rng"])

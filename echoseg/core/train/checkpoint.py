@@ -81,6 +81,21 @@ def load_training_state(folder: Path) -> dict[str, Any] | None:
     return torch.load(p, map_location="cpu", weights_only=False)
 
 
+def restore_book(run, folder: Path, model, book: dict[str, Any], state: dict[str, Any] | None, epochs: int,
+                 train_config: dict[str, Any]) -> None:
+    """Start or continue a run's bookkeeping: with a saved ``state``, update ``book`` from it (a larger ``epochs``
+    reopens a finished run) and drop metrics rows after its epoch; without, write ``model.json`` for a new run."""
+    if state is not None:
+        book.update(state["book"])
+        if book["done"] and not book["stopped_early"] and book["epoch"] < epochs:
+            book["done"] = False
+        run.trim_metrics(book["epoch"])
+    elif run.writer:
+        save_model_info(folder, model, train_config)
+        if not run.fresh:
+            run.trim_metrics(0)
+
+
 def find_checkpoint(run_dir: str | Path, which: str = "best", option: str = "--run") -> Path:
     """The ``<which>.safetensors`` file of a training run, with a clear error when absent."""
     folder = Path(run_dir) / CKPT_DIR

@@ -27,7 +27,7 @@ from echoseg.core.console import track
 from echoseg.core.data.cache import build_cache, default_cache_dir
 from echoseg.core.env import resolve_device
 from echoseg.core.errors import UserError
-from echoseg.core.io import read_json, write_csv, write_text
+from echoseg.core.io import read_json, write_csv
 from echoseg.core.models import build_model, get_config
 from echoseg.core.runs import Run
 from echoseg.core.train import checkpoint as ckpt
@@ -123,15 +123,6 @@ def train_step(model, batch: dict, loss_fn: DiceBCELoss, optimizer, accelerator,
                         torch.full((), b, device=parts.total.device)])
 
 
-def _trim_metrics(run: Run, last_epoch: int) -> None:
-    """Drop metrics.jsonl rows of epochs after the checkpoint (written just before an interruption)."""
-    rows = [r for r in run.read_metrics() if int(r.get("epoch", 0)) <= last_epoch]
-    if run.writer:
-        from echoseg.core.io import to_json
-
-        write_text(run.path / "metrics.jsonl", "".join(to_json(r, indent=None) + "\n" for r in rows))
-
-
 def _sources(split: SplitData | None) -> dict[str, Any] | None:
     if split is None:
         return None
@@ -192,19 +183,12 @@ def train(
     state = None if run.fresh else ckpt.load_training_state(folder)
     book = {"epoch": 0, "best_dice": -math.inf, "best_epoch": 0, "bad_epochs": 0, "elapsed": 0.0,
             "time_to_best": None, "done": False, "stopped_early": False}
+    ckpt.restore_book(run, folder, model, book, state, cfg.epochs, cfg.to_dict())
     if state is not None:
         ckpt.load_weights(model, folder / "last.safetensors")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        book.update(state["book"])
-        if book["done"] and not book["stopped_early"] and book["epoch"] < cfg.epochs:
-            book["done"] = False  # resumed with a larger --epochs
-        _trim_metrics(run, book["epoch"])
         run.log(f"resuming after epoch {book['epoch']} (best val dice {book['best_dice']:.4f} at {book['best_epoch']})")
-    elif run.writer:
-        ckpt.save_model_info(folder, model, cfg.to_dict())
-        if not run.fresh:
-            _trim_metrics(run, 0)
     model, optimizer = accelerator.prepare(model, optimizer)
     if state is not None:
         ckpt.set_rng_state(state["rng"])
