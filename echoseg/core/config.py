@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
@@ -102,3 +103,24 @@ def resolve_config(
                 continue
             resolved[key] = _coerce(key, value, params[key], source)
     return resolved
+
+
+class StageConfig:
+    """Mixin for a stage's dataclass configuration: a JSON-serialisable round trip through run.json."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Self:
+        """Build from a resolved CLI configuration, ignoring keys that are not fields (CLI-only options)."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def check_all(checks: list[tuple[bool, str]]) -> None:
+    """Raise a UserError with the message of the first check that failed."""
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)

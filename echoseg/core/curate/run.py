@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from echoseg.core.config import StageConfig
 from echoseg.core.curate import filters as F
 from echoseg.core.curate.embed import Encoder, embed_files, make_encoder
 from echoseg.core.curate.report import score_stats, write_figures
@@ -43,7 +44,7 @@ FILTERS = ("sanity", "agreement", "bad", "dup", "zero_shot", "balance")
 
 
 @dataclass
-class CurateConfig:
+class CurateConfig(StageConfig):
     """Options of ``echoseg curate`` (names as on the command line)."""
 
     synth: str
@@ -68,12 +69,6 @@ class CurateConfig:
     device: str = "auto"
     seed: int = 0
     sheet_limit: int = 48
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CurateConfig:
-        """From a resolved CLI configuration (unknown keys ignored)."""
-        names = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in names})
 
     def validate(self, segmenter_given: bool = False) -> None:
         """Raise UserError naming the option that is out of range (``segmenter_given``: a model is passed in)."""

@@ -16,7 +16,6 @@ last.pt with optimizer, counters and RNG states). Windows and shuffling come fro
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from echoseg.core.config import StageConfig, check_all
 from echoseg.core.console import track
 from echoseg.core.distill.pseudo import PseudoLabels
 from echoseg.core.errors import UserError
@@ -42,7 +42,7 @@ Callback = Callable[[dict[str, Any]], None]
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(StageConfig):
     """Everything a distillation run depends on (recorded in run.json and checkpoints/model.json)."""
 
     teacher: str = ""
@@ -78,19 +78,7 @@ class DistillConfig:
             (self.teacher_batch_size >= 1, f"--teacher-batch-size must be >= 1, got {self.teacher_batch_size}"),
             (self.precision in ("no", "fp16", "bf16"), f"--precision must be no, fp16 or bf16, got {self.precision!r}"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise UserError(msg)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable copy."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> DistillConfig:
-        """Build from a dict, ignoring keys that are not fields."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        check_all(checks)
 
 
 @dataclass

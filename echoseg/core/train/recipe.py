@@ -8,18 +8,18 @@ evaluated on the test split at 512x512 with threshold 0.5.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from echoseg.core.config import StageConfig, check_all
 from echoseg.core.errors import UserError
 from echoseg.core.train.losses import DiceBCELoss
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(StageConfig):
     """Everything a training run depends on (recorded in run.json and checkpoints/model.json)."""
 
     model: str = "clipseg"
@@ -65,19 +65,7 @@ class TrainConfig:
             (self.precision in ("no", "fp16", "bf16"), f"--precision must be no, fp16 or bf16, got {self.precision!r}"),
             (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise UserError(msg)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable copy."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a dict, ignoring keys that are not fields (CLI-only options)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        check_all(checks)
 
 
 def make_loss(cfg: TrainConfig) -> DiceBCELoss:
