@@ -121,8 +121,6 @@ def train(
 
     get_config(tc.model, tc.model_config)
     if tc.init_from is not None:
-        if not (Path(tc.init_from) / "checkpoints" / "best.safetensors").is_file():
-            raise UserError(f"--init-from {tc.init_from}: not a training run with checkpoints/best.safetensors")
         from echoseg.core.train.checkpoint import find_checkpoint
 
         find_checkpoint(tc.init_from, "best", "--init-from")

@@ -111,7 +111,7 @@ def env(tmp_path_factory) -> dict[str, str]:
     return {k.name: str(k) for k in r.iterdir()} | {"root": str(r)}
 
 
-# (id, argv with {fixture} placeholders, "late": the error can only be found once work started)
+# (id, argv with {fixture} fields filled in per test, "late": the error can only be found once work started)
 CASES: list[tuple[str, str]] = [
     # ---------------------------------------------------------------- data toy
     ("toy-camus-patients-0", "data toy camus --patients 0"),
