@@ -75,7 +75,7 @@ def unet_segmenter(run_dir: str | Path, device: torch.device | str = "cpu",
     import torch.nn.functional as F
 
     from echoseg.core.data.cache import resize_image
-    from echoseg.core.train.checkpoint import load_trained_model
+    from echoseg.core.models.artefacts import load_trained_model
 
     model, _ = load_trained_model(run_dir, "best", option="segmenter")
     model = model.to(device).eval()

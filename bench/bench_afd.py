@@ -18,9 +18,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from echoseg.core.eval.afd import estimate_frame  # noqa: E402
-from echoseg.core.eval.afd_report import afd_summary, afd_table  # noqa: E402
-from echoseg.core.eval.areas import read_areas_csv  # noqa: E402
+from echoseg.core.metrics.afd import estimate_frame  # noqa: E402
+from echoseg.core.metrics.afd_report import afd_summary, afd_table  # noqa: E402
+from echoseg.core.metrics.areas import read_areas_csv  # noqa: E402
 
 VIDEOS, FRAMES, TARGET_S, LOOP_SAMPLE = 10_000, 200, 5.0, 1_000
 

@@ -93,13 +93,14 @@ def speed() -> dict:
 def toy_afd(epochs: int = 6) -> dict:
     """Distil a B2L1 student from the oracle teacher on toy videos; aFD of both (frames)."""
     from echoseg.core.data.echonet import read_filelist
-    from echoseg.core.data.toy_echonet import toy_lv_masks, write_toy_echonet
+    from echoseg.core.data.toy.echonet import toy_lv_masks, write_toy_echonet
     from echoseg.core.data.video import load_video
-    from echoseg.core.distill import select_videos
     from echoseg.core.distill.pseudo import PseudoLabels, cache_folder
     from echoseg.core.distill.report import evaluate_model
-    from echoseg.core.distill.train import DistillConfig, VideoSet, load_student, train_student
-    from echoseg.core.eval.afd_report import select_split
+    from echoseg.core.distill.run import select_videos
+    from echoseg.core.distill.train import DistillConfig, VideoSet, train_student
+    from echoseg.core.metrics.afd_report import select_split
+    from echoseg.core.models.artefacts import load_student
     from echoseg.core.runs import Run
 
     with tempfile.TemporaryDirectory() as tmp:

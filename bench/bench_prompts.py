@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from echoseg.core.data.manifest import STRUCTURES  # noqa: E402
-from echoseg.core.data.toy_heart import VIEWS, draw_heart, perturb_anatomy, sample_anatomy  # noqa: E402
+from echoseg.core.data.toy.heart import VIEWS, draw_heart, perturb_anatomy, sample_anatomy  # noqa: E402
 from echoseg.core.prompts.build import build, make_prompts  # noqa: E402
 from echoseg.core.prompts.shape import classify_shape  # noqa: E402
 
@@ -86,7 +86,7 @@ def run() -> dict:
         **{f"share_{k}": round(v / samples, 3) for k, v in pd.Series(shapes).value_counts().items()},
     }
     with tempfile.TemporaryDirectory(prefix="echoseg-bench-prompts-") as tmp:
-        from echoseg.core.data.toy_camus import write_toy_camus
+        from echoseg.core.data.toy.camus import write_toy_camus
 
         write_toy_camus(tmp, patients=FILE_PATIENTS, size=SIZE, layout="nifti", seed=0, half_sequence=False)
         t3 = time.perf_counter()

@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _toy import timed, toy_prompts, train_segmenter, train_synth, unet_segmenter  # noqa: E402
 
-from echoseg.core.eval.metrics import dice_iou  # noqa: E402
 from echoseg.core.io import read_json  # noqa: E402
+from echoseg.core.metrics.seg import dice_iou  # noqa: E402
+from echoseg.core.models.diffusion import load_model  # noqa: E402
 from echoseg.core.synth.generate import source_pool  # noqa: E402
-from echoseg.core.synth.model import load_model  # noqa: E402
 from echoseg.core.synth.perturb import camus_from_sdm, perturb_label_map  # noqa: E402
 from echoseg.core.synth.sample import make_sampler, sample  # noqa: E402
 from echoseg.core.synth.train import load_pairs  # noqa: E402

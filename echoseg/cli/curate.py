@@ -88,7 +88,7 @@ def curate(
     """
     from echoseg.core.curate.run import CurateConfig
     from echoseg.core.curate.run import curate as curate_core
-    from echoseg.core.train.checkpoint import find_checkpoint
+    from echoseg.core.models.artefacts import find_checkpoint
 
     cfg = resolve(ctx, config, sets)
     for key in ("balance", "skip"):

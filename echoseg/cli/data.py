@@ -41,7 +41,7 @@ def toy_camus(
     Example: echoseg data toy camus --patients 10 --layout nifti --out toy/camus
     """
     from echoseg.core.data.manifest import write_manifest
-    from echoseg.core.data.toy_camus import write_toy_camus
+    from echoseg.core.data.toy.camus import write_toy_camus
 
     cfg = resolve(ctx, config, sets)
     _positive(cfg["patients"], "--patients")
@@ -76,7 +76,7 @@ def toy_sdm_camus(
     Example: echoseg data toy sdm-camus --patients 5 --copies 2 --out toy/sdm
     """
     from echoseg.core.data.manifest import write_manifest
-    from echoseg.core.data.toy_sdm import write_toy_sdm_camus
+    from echoseg.core.data.toy.sdm import write_toy_sdm_camus
 
     cfg = resolve(ctx, config, sets)
     _positive(cfg["patients"], "--patients")
@@ -109,7 +109,7 @@ def toy_echonet(
 
     Example: echoseg data toy echonet --videos 8 --frames 64 --out toy/echonet
     """
-    from echoseg.core.data.toy_echonet import write_toy_echonet
+    from echoseg.core.data.toy.echonet import write_toy_echonet
 
     cfg = resolve(ctx, config, sets)
     _positive(cfg["videos"], "--videos")

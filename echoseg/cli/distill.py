@@ -21,7 +21,12 @@ from echoseg.cli.options import (
     open_run,
     resolve,
 )
+from echoseg.core.distill.run import distill as run_distill
+from echoseg.core.distill.run import select_rows, select_videos
+from echoseg.core.distill.train import DistillConfig
 from echoseg.core.errors import UserError
+from echoseg.core.metrics.afd_report import SPLITS
+from echoseg.core.models.teachers import TeacherSpec
 from echoseg.core.runs import run_context
 
 _EPILOG = """Chain (bash):
@@ -82,10 +87,6 @@ def distill(
 
     Example: echoseg distill --teacher run:runs/train/unet --data toy/echonet --blocks 2 --epochs 5
     """
-    from echoseg.core.distill import check_teacher_spec, select_videos
-    from echoseg.core.distill.train import DistillConfig
-    from echoseg.core.eval.afd_report import SPLITS
-
     if resume is not None:
         cfg = _resumed_config(ctx, resume)
     else:
@@ -100,18 +101,14 @@ def distill(
         raise UserError(f"--eval-split must be TRAIN, VAL, TEST or all, got {cfg['eval_split']!r}")
     dc = DistillConfig.from_dict(cfg)
     dc.validate()
-    check_teacher_spec(dc.teacher)
+    TeacherSpec.parse(dc.teacher).check()
     select_videos(dc.data, dc.val_data)
     if dc.eval_data is not None:
-        from echoseg.core.distill import select_rows
-
         select_rows(dc.eval_data, dc.eval_split, "--eval-data")
     inputs = {"data": dc.data, "val_data": dc.val_data, "eval_data": dc.eval_data,
               "teacher": dc.teacher.partition(":")[2]}
     run = open_run("distill", None, cfg, out=out, name=name, resume=resume, inputs=inputs)
     with run_context(run):
-        from echoseg.core.distill import distill as run_distill
-
         run_distill(dc, run)
     emit_run_path(run.path)
 

@@ -52,17 +52,18 @@ def _sources(cfg: dict, names: tuple[str, ...]) -> str:
 def _load_model_teacher(cfg: dict):
     """Load the teacher named by --run or --teacher (None when neither is given); validates --mean/--std."""
     from echoseg.core.models.teachers import load_teacher
+    from echoseg.core.prompts.templates import lv_frame_prompt
 
     mean, std = cfg.get("mean") or None, cfg.get("std") or None
     if cfg.get("run_dir") is not None:
         if mean is not None or std is not None:
             raise UserError("--mean/--std apply to a deeplabv3 --teacher only (a run uses its model's own)")
         require_dir(cfg["run_dir"], "--run")
-        return load_teacher(f"run:{cfg['run_dir']}", cfg["device"], option="--run")
+        return load_teacher(f"run:{cfg['run_dir']}", cfg["device"], option="--run", prompt_for=lv_frame_prompt)
     if cfg.get("teacher") is not None:
         if not str(cfg["teacher"]).startswith("deeplabv3:") and (mean is not None or std is not None):
             raise UserError("--mean/--std apply to a deeplabv3 --teacher only (a run uses its model's own)")
-        return load_teacher(cfg["teacher"], cfg["device"], mean=mean, std=std)
+        return load_teacher(cfg["teacher"], cfg["device"], mean=mean, std=std, prompt_for=lv_frame_prompt)
     if mean is not None or std is not None:
         raise UserError("--mean/--std apply to a deeplabv3 --teacher only")
     return None
@@ -80,7 +81,7 @@ def _teacher_summary(teacher, filelist) -> dict:
 
 
 def _references(data: Path, reference: str) -> tuple[dict[str, tuple[int, int]], str]:
-    from echoseg.core.eval.areas import read_reference_csv, references_from_tracings
+    from echoseg.core.metrics.areas import read_reference_csv, references_from_tracings
 
     if reference == "tracings":
         return references_from_tracings(data), "VolumeTracings.csv (larger traced area = ED)"
@@ -136,8 +137,8 @@ def afd(
     Example: echoseg eval afd --data EchoNet-Dynamic --teacher deeplabv3:deeplabv3_resnet50_random.pt --save-masks
     """
     from echoseg.core.data.echonet import read_filelist
-    from echoseg.core.eval.afd_report import evaluate_afd, select_split, write_afd_report
-    from echoseg.core.eval.areas import areas_from_masks, list_mask_videos, read_areas_csv
+    from echoseg.core.metrics.afd_report import evaluate_afd, select_split, write_afd_report
+    from echoseg.core.metrics.areas import areas_from_masks, list_mask_videos, read_areas_csv
 
     cfg = resolve(ctx, config, sets)
     source = _sources(cfg, ("masks", "areas", "run_dir", "teacher"))
@@ -236,7 +237,8 @@ def echoclip(
 
     Example: echoseg eval echoclip --data toy/echonet --masks masks/ --clip-model hf-hub:mkaichristensen/echo-clip
     """
-    from echoseg.core.eval.echoclip import load_clip_model, score_videos
+    from echoseg.core.eval.echoclip import score_videos
+    from echoseg.core.models.openclip import load_clip_model
     from echoseg.core.io import write_csv
 
     cfg = resolve(ctx, config, sets)
@@ -253,7 +255,7 @@ def echoclip(
     filelist = None
     if source != "masks" or cfg["split"].upper() != "ALL":
         from echoseg.core.data.echonet import read_filelist
-        from echoseg.core.eval.afd_report import select_split
+        from echoseg.core.metrics.afd_report import select_split
 
         filelist = select_split(read_filelist(cfg["data"]), cfg["split"])
         names = list(filelist["FileName"])

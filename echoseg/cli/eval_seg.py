@@ -35,9 +35,9 @@ def seg(
 
     Example: echoseg eval seg --run runs/train/20240101-000000 --data runs/prompts-build/camus --prompt p4
     """
+    from echoseg.core.data.manifest import load_split, prompt_columns
     from echoseg.core.eval.seg import evaluate_trained_run
-    from echoseg.core.train.checkpoint import find_checkpoint
-    from echoseg.core.train.dataset import load_split, prompt_columns
+    from echoseg.core.models.artefacts import find_checkpoint
 
     require_dir(run_dir, "--run")
     if checkpoint not in ("best", "last"):

@@ -127,7 +127,7 @@ def train(
 
     Example: echoseg synth train --data runs/data-toy-camus/demo --config tiny --size 64 --steps 200
     """
-    from echoseg.core.synth.model import get_config
+    from echoseg.core.models.diffusion import get_config
     from echoseg.core.synth.train import TrainConfig
     from echoseg.core.synth.train import train as run_training
 
@@ -246,9 +246,9 @@ def generate(
 
 def _generate_masks(cfg: dict, out: Path | None, name: str | None, resume: Path | None, cache_dir: Path | None) -> None:
     from echoseg.core.data.manifest import read_manifest
+    from echoseg.core.models.diffusion import resolve_model_dir
     from echoseg.core.synth.balance import BALANCE_ATTRIBUTES
     from echoseg.core.synth.generate import generate as run_generate
-    from echoseg.core.synth.model import resolve_model_dir
     from echoseg.core.synth.sample import SAMPLERS
 
     resolve_model_dir(cfg["model"])

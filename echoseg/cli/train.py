@@ -101,7 +101,7 @@ def train(
 
     Example: echoseg train --model clipseg --config base --data runs/prompts-build/camus --prompt p7
     """
-    from echoseg.core.train.dataset import load_split, prompt_columns
+    from echoseg.core.data.manifest import load_split, prompt_columns
     from echoseg.core.train.loop import train as run_training
     from echoseg.core.train.recipe import TrainConfig
 
@@ -121,7 +121,7 @@ def train(
 
     get_config(tc.model, tc.model_config)
     if tc.init_from is not None:
-        from echoseg.core.train.checkpoint import find_checkpoint
+        from echoseg.core.models.artefacts import find_checkpoint
 
         find_checkpoint(tc.init_from, "best", "--init-from")
     splits = {s: load_split(src, s, f"--{s}-data" if cfg["data"].get(s) else "--data") if src else None

@@ -1,12 +1,16 @@
-"""Environment facts recorded in run.json, and device resolution."""
+"""Environment facts recorded in run.json, device resolution and the ``accelerate.Accelerator`` every training and
+generation loop runs under."""
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from echoseg import __version__
 from echoseg.core.errors import UserError
@@ -38,8 +42,6 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
     }
     try:
-        import torch
-
         info["torch"] = torch.__version__
         info["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
         info["devices"] = (
@@ -56,7 +58,6 @@ def resolve_device(device: str) -> str:
     """Map ``auto|cpu|cuda`` to a concrete device string; ``cuda`` without a GPU is a user error."""
     if device not in DEVICES:
         raise UserError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
-    import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -70,3 +71,18 @@ def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return precision
+
+
+def make_accelerator(precision: str = "no", device: str = "auto"):
+    """An ``accelerate.Accelerator`` for ``device`` (auto|cpu|cuda) and ``precision`` (no|fp16|bf16)."""
+    # deferred: accelerate pulls in torch.distributed and friends; import it where a loop starts, not with the CLI
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState
+
+    dev = resolve_device(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        # A second run in the same process (tests, notebooks) may change precision: accelerate keeps a singleton.
+        AcceleratorState._reset_state(True)
+    # CLIPSeg's CLIP has parameters the segmentation path never uses (logit_scale); DDP must tolerate them.
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)]
+    return Accelerator(mixed_precision=precision, cpu=dev == "cpu", kwargs_handlers=handlers)

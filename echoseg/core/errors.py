@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class UserError(Exception):
     """Bad input or usage: the CLI prints the message on one line and exits with code 2.
@@ -10,10 +12,14 @@ class UserError(Exception):
     """
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type name when empty), at most ``limit`` characters."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
 def require_file(path, what: str = "file") -> None:
     """Raise UserError unless ``path`` is an existing file."""
-    from pathlib import Path
-
     p = Path(path)
     if not p.exists():
         raise UserError(f"{what} not found: {p}")
@@ -23,8 +29,6 @@ def require_file(path, what: str = "file") -> None:
 
 def require_dir(path, what: str = "directory") -> None:
     """Raise UserError unless ``path`` is an existing directory."""
-    from pathlib import Path
-
     p = Path(path)
     if not p.exists():
         raise UserError(f"{what} not found: {p}")

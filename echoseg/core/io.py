@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 
 @contextlib.contextmanager
@@ -89,7 +91,6 @@ def write_csv(path: str | os.PathLike, df) -> None:
 
 def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
     """Atomically write a uint8 (H, W) or (H, W, 3) RGB array as PNG."""
-    from PIL import Image
 
     with atomic_path(path) as tmp:
         Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
@@ -97,7 +98,7 @@ def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
 
 def save_figure(path: str | os.PathLike, fig) -> None:
     """Atomically save a matplotlib figure as PNG and close it."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: heavy import, loaded only when this path runs
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
@@ -106,7 +107,6 @@ def save_figure(path: str | os.PathLike, fig) -> None:
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Return the hex sha256 of a file."""
-    import hashlib
 
     h = hashlib.sha256()
     with open(path, "rb") as f:

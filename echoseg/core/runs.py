@@ -1,4 +1,4 @@
-"""The run directory: one per command invocation (see DESIGN.md).
+"""The run directory: one per command invocation (see docs/architecture.md, "The run directory").
 
 ```
 <run>/run.json        command, argv, config, status, times, versions, seed, inputs
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import os
 import re
 import shutil
@@ -226,7 +227,6 @@ class Run:
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The rows of metrics.jsonl written so far."""
-        import json
 
         p = self.path / "metrics.jsonl"
         if not p.exists():

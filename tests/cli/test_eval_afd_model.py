@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from echoseg.cli import main
-from echoseg.core.data.toy_echonet import toy_lv_masks, write_toy_echonet
+from echoseg.core.data.toy.echonet import toy_lv_masks, write_toy_echonet
 
 FAST = ["--config", "tiny", "--input-size", "16", "--eval-size", "32", "--epochs", "1", "--batch-size", "8",
         "--device", "cpu"]

@@ -20,7 +20,7 @@ def _checkpoint(tmp_path):
 
 
 def test_convert_cris_writes_a_loadable_run(tmp_path, capsys):
-    from echoseg.core.train.checkpoint import load_trained_model
+    from echoseg.core.models.artefacts import load_trained_model
 
     model, ckpt = _checkpoint(tmp_path)
     out = tmp_path / "converted"

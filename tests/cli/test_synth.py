@@ -23,7 +23,7 @@ def _run(argv: list[str], capsys) -> Path:
 @pytest.fixture(scope="module")
 def toy_camus(tmp_path_factory):
     from echoseg.core.data.manifest import write_manifest
-    from echoseg.core.data.toy_camus import write_toy_camus
+    from echoseg.core.data.toy.camus import write_toy_camus
 
     root = tmp_path_factory.mktemp("camus")
     write_manifest(write_toy_camus(root, patients=4, size=32, seed=1), root / "manifest.csv")

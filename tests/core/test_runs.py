@@ -1,4 +1,4 @@
-"""The run-directory rules of DESIGN.md."""
+"""The run-directory rules of docs/architecture.md."""
 
 from __future__ import annotations
 

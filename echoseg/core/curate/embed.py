@@ -30,7 +30,9 @@ import torch
 from echoseg.core.console import track
 from echoseg.core.data.cache import resize_image
 from echoseg.core.data.imaging import load_image
+from echoseg.core.env import resolve_device
 from echoseg.core.errors import UserError
+from echoseg.core.models.openclip import encode_images, load_clip_model
 
 
 class Encoder(Protocol):
@@ -110,7 +112,6 @@ class OpenClipEncoder:
     """Image embeddings of an open_clip model (see ``echoseg.core.eval.echoclip.load_clip_model``)."""
 
     def __init__(self, spec: str, device: str = "auto", clip=None) -> None:
-        from echoseg.core.eval.echoclip import load_clip_model
 
         if clip is None:
             try:
@@ -122,7 +123,6 @@ class OpenClipEncoder:
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Normalised image embeddings (N, D)."""
-        from echoseg.core.eval.echoclip import encode_images
 
         return encode_images(self.clip, [_to_rgb(im) for im in images], batch_size=len(images)).cpu().numpy()
 
@@ -131,9 +131,11 @@ class HFEncoder:
     """A transformers vision model (DINO family, ViT, CLIP...) with its image processor."""
 
     def __init__(self, path_or_id: str, device: str = "auto") -> None:
-        from transformers import AutoImageProcessor, AutoModel
+        from transformers import (  # deferred: heavy import, loaded only when this path runs
+            AutoImageProcessor,
+            AutoModel,
+        )
 
-        from echoseg.core.env import resolve_device
 
         self.device = resolve_device(device)
         local = Path(path_or_id).is_dir() or os.environ.get("HF_HUB_OFFLINE") == "1"
@@ -165,7 +167,6 @@ class HFEncoder:
 
 def make_encoder(spec: str, segmenter=None, device: str = "auto") -> Encoder:
     """The encoder named by ``--encoder`` (see the module notes)."""
-    from echoseg.core.env import resolve_device
 
     if spec == "segmenter":
         if segmenter is None:

@@ -25,12 +25,19 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from echoseg.core.console import track
-from echoseg.core.data.imaging import load_mask, read_array, to_uint8
+from echoseg.core.curate.embed import OpenClipEncoder, embed_files, model_inputs
+from echoseg.core.data.imaging import load_image, load_mask, read_array, to_uint8
 from echoseg.core.data.manifest import STRUCTURE_LABELS
 from echoseg.core.data.sdm_camus import SDM_CONE, detect_encoding
 from echoseg.core.errors import UserError
+from echoseg.core.metrics.seg import dice_iou
+from echoseg.core.models.openclip import encode_texts
+from echoseg.core.prompts.build import attributes_of
+from echoseg.core.prompts.templates import build_prompts
+from echoseg.core.synth.balance import attribute_values
 
 FINDING_COLUMNS = ["sample", "image", "structure", "filter", "check", "score", "threshold", "keep_if", "detail"]
 AGGREGATES = ("min", "mean", "structure")
@@ -128,7 +135,6 @@ def expected_size(images: pd.DataFrame, spec: str) -> tuple[int, int] | None:
     if spec == "any":
         return None
     if spec == "auto":
-        from PIL import Image
 
         shapes = Counter()
         for path in images["image"].head(200):  # a sample is enough for the mode
@@ -168,8 +174,6 @@ def _prompt_texts(rows: pd.DataFrame, prompt_col: str | None) -> list[str]:
     """The prompt of each row: the manifest's prompt column, else the P1 template of its structure."""
     if prompt_col and prompt_col in rows.columns:
         return rows[prompt_col].fillna("").astype(str).tolist()
-    from echoseg.core.prompts.build import attributes_of
-    from echoseg.core.prompts.templates import build_prompts
 
     return [build_prompts(attributes_of(r, None))["p1"][0] for _, r in rows.iterrows()]
 
@@ -184,9 +188,6 @@ def agreement_dice(
     Predictions are logits at the model's input size, bilinearly resized to the label map's size, then
     ``sigmoid > threshold``; the ground truth is ``mask == label``.
     """
-    from echoseg.core.curate.embed import model_inputs
-    from echoseg.core.data.imaging import load_image
-    from echoseg.core.eval.metrics import dice_iou
 
     model.eval()
     rows = rows.reset_index(drop=True)
@@ -217,8 +218,6 @@ def zero_shot_scores(clip, paths: Sequence[str], batch_size: int = 32, progress:
 
     Softmax over the three prompts of CLIP's scaled cosine similarities (the model's own logit scale).
     """
-    from echoseg.core.curate.embed import OpenClipEncoder, embed_files
-    from echoseg.core.eval.echoclip import encode_texts
 
     text = encode_texts(clip, (ECHO_PROMPT, *NEGATIVE_PROMPTS)).cpu()
     emb = torch.from_numpy(embed_files(OpenClipEncoder(clip.spec, clip=clip), paths, batch_size, progress,
@@ -238,7 +237,6 @@ def cap_attributes(frame: pd.DataFrame, attributes: Sequence[str], tau_max: int,
     are least used so far (ties at random), until no row fits. Values come from
     ``echoseg.core.synth.balance.attribute_values`` (age in bins, missing values 'unknown').
     """
-    from echoseg.core.synth.balance import attribute_values
 
     if tau_max < 1:
         raise UserError(f"--tau-max must be >= 1, got {tau_max}")

@@ -15,10 +15,10 @@ from echoseg.core.io import save_figure
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # deferred: heavy import, loaded only when this path runs
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: heavy import, loaded only when this path runs
 
     return plt
 

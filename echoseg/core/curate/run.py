@@ -35,10 +35,15 @@ from echoseg.core.curate.embed import Encoder, embed_files, make_encoder
 from echoseg.core.curate.report import score_stats, write_figures
 from echoseg.core.curate.similarity import center, max_cosine
 from echoseg.core.data.imaging import ITK_SUFFIXES, RASTER_SUFFIXES
-from echoseg.core.data.manifest import read_manifest, write_manifest
+from echoseg.core.data.manifest import prompt_columns, read_manifest, write_manifest
+from echoseg.core.data.sdm_camus import detect_sdm_camus, read_sdm_camus
+from echoseg.core.env import resolve_device
 from echoseg.core.errors import UserError
 from echoseg.core.io import write_csv
+from echoseg.core.models.artefacts import load_trained_model
+from echoseg.core.models.openclip import load_clip_model
 from echoseg.core.runs import Run
+from echoseg.core.synth.balance import attribute_values, distribution
 
 FILTERS = ("sanity", "agreement", "bad", "dup", "zero_shot", "balance")
 
@@ -157,7 +162,6 @@ def image_set(path: str | Path, option: str) -> list[str]:
             return sorted(set(_absolute(df, manifest.parent)["image"]))
     if p.is_file():
         return [str(p.resolve())]
-    from echoseg.core.data.sdm_camus import detect_sdm_camus, read_sdm_camus
 
     if detect_sdm_camus(p):
         return sorted(set(read_sdm_camus(p)["image"]))
@@ -172,8 +176,6 @@ def image_set(path: str | Path, option: str) -> list[str]:
 
 # ----------------------------------------------------------------------------- pipeline
 def _load_segmenter(cfg: CurateConfig, device: str):
-    from echoseg.core.train.checkpoint import load_trained_model
-    from echoseg.core.train.dataset import prompt_columns
 
     model, info = load_trained_model(cfg.segmenter, option="--segmenter")
     tc = info.get("train_config") or {}
@@ -207,7 +209,6 @@ def curate(cfg: CurateConfig, run: Run, *, segmenter=None, encoder: Encoder | No
     the ones the configuration names (used by tests and notebooks); ``segmenter`` with ``cfg.segmenter`` None
     still enables the agreement filter.
     """
-    from echoseg.core.env import resolve_device
 
     cfg.validate(segmenter_given=segmenter is not None)
     device = resolve_device(cfg.device)
@@ -284,7 +285,6 @@ def curate(cfg: CurateConfig, run: Run, *, segmenter=None, encoder: Encoder | No
     # 5. zero-shot quality
     if (cfg.enabled("zero_shot") or (clip is not None and "zero_shot" not in cfg.skip)) and len(live):
         if clip is None:
-            from echoseg.core.eval.echoclip import load_clip_model
 
             clip = load_clip_model(cfg.clip_model, cfg.device)
         p = F.zero_shot_scores(clip, live["image"].tolist(), cfg.batch_size, progress)
@@ -324,7 +324,6 @@ def curate(cfg: CurateConfig, run: Run, *, segmenter=None, encoder: Encoder | No
 
 def _balance(df: pd.DataFrame, images: pd.DataFrame, image_out: set[str], cfg: CurateConfig,
              stats: dict[str, Any]) -> list[F.Finding]:
-    from echoseg.core.synth.balance import attribute_values, distribution
 
     first = df.drop_duplicates("image").set_index("image").loc[images["image"]].reset_index()
     remaining = first[~first["image"].isin(image_out)].reset_index(drop=True)

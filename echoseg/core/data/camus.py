@@ -22,13 +22,17 @@ train split. ``val_patients`` sets the validation count; a ``splits`` CSV (colum
 
 from __future__ import annotations
 
+import gzip
 import re
+import struct
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from echoseg.core.data.imaging import read_array
 from echoseg.core.data.manifest import SPLITS, STRUCTURES, Problem, finalize_manifest
 from echoseg.core.errors import UserError
 
@@ -241,10 +245,11 @@ def read_camus(
 ) -> pd.DataFrame:
     """Manifest of a CAMUS data set: one row per (ED/ES image, structure) whose image and mask files exist.
 
-    Standard columns (DESIGN.md) plus ``dataset`` ('camus-nifti' | 'camus-mhd'), ``stem`` (file stem such as
-    ``patient0001_2CH_ED``) and ``info_<key>`` for every Info cfg key other than Sex, Age and ImageQuality (ED,
-    ES, NbFrame, LVef, ...). A missing cfg leaves sex, age and quality empty. With ``include_half_sequence``,
-    columns ``half_sequence``/``half_sequence_gt`` give the view's sequence files (empty when absent).
+    Standard columns (docs/architecture.md, "Data contract") plus ``dataset`` ('camus-nifti' | 'camus-mhd'),
+    ``stem`` (file stem such as ``patient0001_2CH_ED``) and ``info_<key>`` for every Info cfg key other than Sex,
+    Age and ImageQuality (ED, ES, NbFrame, LVef, ...). A missing cfg leaves sex, age and quality empty. With
+    ``include_half_sequence``, columns ``half_sequence``/``half_sequence_gt`` give the view's sequence files (empty
+    when absent).
 
     Raises:
         UserError: ``root`` holds no CAMUS data set, an Info cfg is malformed, or the splits file is invalid.
@@ -332,9 +337,6 @@ def nifti_truncation(path: Path) -> str | None:
     SimpleITK silently reads a truncated ``.nii.gz`` (missing voxels become zeros), so the check decompresses the
     whole stream and compares its length with the header's ``vox_offset`` + voxel bytes.
     """
-    import gzip
-    import struct
-    import zlib
 
     name = path.name.lower()
     if not name.endswith((".nii", ".nii.gz")):
@@ -377,7 +379,6 @@ def check_pair(image: Path, mask: Path, max_label: int) -> tuple[list[Problem], 
 
     Problems: missing or unreadable files, shape mismatch, labels outside 0..max_label.
     """
-    from echoseg.core.data.imaging import read_array
 
     problems, arrays = [], {}
     for kind, p in (("image", image), ("mask", mask)):

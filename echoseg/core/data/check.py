@@ -8,7 +8,10 @@ from typing import Any
 
 import pandas as pd
 
-from echoseg.core.data.manifest import Problem
+from echoseg.core.data.camus import check_camus, detect_camus, read_camus
+from echoseg.core.data.echonet import check_echonet, detect_echonet
+from echoseg.core.data.manifest import Problem, read_manifest
+from echoseg.core.data.sdm_camus import check_sdm_camus, detect_sdm_camus, read_sdm_camus
 from echoseg.core.errors import UserError
 
 DATASETS = ("auto", "camus", "sdm-camus", "echonet")
@@ -20,9 +23,6 @@ def detect_layout(root: str | Path) -> str:
     Raises:
         UserError: the folder is missing or holds none of the supported layouts.
     """
-    from echoseg.core.data.camus import detect_camus
-    from echoseg.core.data.echonet import detect_echonet
-    from echoseg.core.data.sdm_camus import detect_sdm_camus
 
     root = Path(root)
     if not root.exists():
@@ -122,15 +122,12 @@ def check_dataset(root: str | Path, dataset: str = "auto") -> CheckReport:
     root = Path(root)
     layout = _resolve_layout(root, dataset)
     if layout == "echonet":
-        from echoseg.core.data.echonet import check_echonet
 
         table, problems = check_echonet(root)
     elif layout.startswith("camus"):
-        from echoseg.core.data.camus import check_camus
 
         table, problems = check_camus(root)
     else:
-        from echoseg.core.data.sdm_camus import check_sdm_camus
 
         table, problems = check_sdm_camus(root)
     return CheckReport(root=root, layout=layout, table=table, problems=list(problems))
@@ -138,18 +135,15 @@ def check_dataset(root: str | Path, dataset: str = "auto") -> CheckReport:
 
 def read_dataset(root: str | Path, dataset: str = "auto", **kwargs: Any) -> pd.DataFrame:
     """Read a CAMUS or SDM CAMUS data set (or a folder holding an echoseg manifest.csv) as a manifest."""
-    from echoseg.core.data.manifest import read_manifest
 
     root = Path(root)
     if (root / "manifest.csv").is_file() and dataset == "auto":
         return read_manifest(root)
     layout = _resolve_layout(root, dataset)
     if layout.startswith("camus"):
-        from echoseg.core.data.camus import read_camus
 
         return read_camus(root, **kwargs)
     if layout == "sdm-camus":
-        from echoseg.core.data.sdm_camus import read_sdm_camus
 
         return read_sdm_camus(root, **kwargs)
     raise UserError(f"{root}: {layout} holds videos, not (image, mask) samples")

@@ -22,10 +22,15 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, iter_pixels
 
+from echoseg.core.console import console, track
 from echoseg.core.data.echonet import FILELIST_COLUMNS, TRACING_COLUMNS
 from echoseg.core.data.imaging import to_uint8
-from echoseg.core.errors import UserError
+from echoseg.core.data.video import write_video
+from echoseg.core.errors import UserError, first_line
 from echoseg.core.io import write_csv
 
 DEFAULT_FPS = 50.0  # EchoNet-Dynamic's most common frame rate
@@ -82,8 +87,6 @@ def pixel_spacing(ds) -> tuple[float, float] | None:
 
 
 def _read_dataset(path: Path):
-    import pydicom
-    from pydicom.errors import InvalidDicomError
 
     if not path.is_file():
         raise UserError(f"{path}: file not found")
@@ -99,7 +102,7 @@ def _read_dataset(path: Path):
     except InvalidDicomError:
         pass  # maybe a DICOM file without the 128-byte preamble: accept it only if it holds an image
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged files
-        raise UserError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise UserError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {first_line(exc)})") from None
     try:
         ds = pydicom.dcmread(path, force=True)
         if "PixelData" in ds and "Rows" in ds and "Columns" in ds:
@@ -107,11 +110,6 @@ def _read_dataset(path: Path):
     except Exception:  # noqa: BLE001 - forced reading of a non-DICOM file fails in arbitrary ways
         pass
     raise UserError(f"{path}: not a DICOM file")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else "no detail"
 
 
 def _decoder_error(path: Path, ds, exc: BaseException) -> UserError:
@@ -124,13 +122,12 @@ def _decoder_error(path: Path, ds, exc: BaseException) -> UserError:
         hint = "; ".join(needs) if needs else "pylibjpeg + pylibjpeg-libjpeg, or python-gdcm"
         return UserError(f"{path}: cannot decode {syntax_name} pixel data: no decoder installed "
                          f"(install one of: {hint})")
-    return UserError(f"{path}: cannot decode {syntax_name} pixel data ({type(exc).__name__}: {_first_line(exc)})")
+    return UserError(f"{path}: cannot decode {syntax_name} pixel data ({type(exc).__name__}: {first_line(exc)})")
 
 
 def _grey(frame: np.ndarray, ds, photometric: str) -> np.ndarray:
     """One decoded frame (already RGB for colour data) to a 2-D grey array of the same dtype family."""
     if photometric == "PALETTE COLOR":
-        from pydicom.pixels import apply_color_lut
 
         frame = apply_color_lut(frame, ds)
     if frame.ndim == 3 and frame.shape[-1] == 3:
@@ -149,7 +146,6 @@ def read_dicom(path: str | Path) -> DicomClip:
         UserError: not a DICOM file, no pixel data, or pixel data that cannot be decoded (a missing decoder names
             the packages that would decode it).
     """
-    from pydicom.pixels import iter_pixels
 
     path = Path(path)
     ds = _read_dataset(path)
@@ -200,7 +196,6 @@ def _clip_name(path: Path, taken: set[str]) -> str:
 
 
 def _console_log(message: str) -> None:
-    from echoseg.core.console import console
 
     console.print(message, markup=False, highlight=False)
 
@@ -225,8 +220,6 @@ def import_dicom(files: list[Path], root: Path, size: int = 112, split: str = "T
     Returns:
         The FileList rows written.
     """
-    from echoseg.core.console import track
-    from echoseg.core.data.video import write_video
 
     log = log or _console_log
     if size < 0:

@@ -23,7 +23,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from echoseg.core.console import track
 from echoseg.core.data.manifest import Problem
+from echoseg.core.data.video import load_video
 from echoseg.core.errors import UserError
 
 FILELIST_COLUMNS = ["FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split"]
@@ -222,7 +224,6 @@ def read_echonet(root: str | Path, split: str = "all") -> pd.DataFrame:
 
 def _check_video(row: pd.Series) -> tuple[int | None, str | None]:
     """Decode one video; return (decoded frame count, problem or None)."""
-    from echoseg.core.data.video import load_video
 
     try:
         frames = load_video(row["path"])
@@ -247,7 +248,6 @@ def check_echonet(root: str | Path) -> tuple[pd.DataFrame, list[Problem]]:
     Returns:
         The ``read_echonet`` table restricted to videos without problems, and the problems found.
     """
-    from echoseg.core.console import track
 
     root = Path(root)
     problems: list[Problem] = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
+from PIL import Image, UnidentifiedImageError
 
 from echoseg.core.errors import UserError
 
@@ -30,7 +32,6 @@ def read_array(path: str | Path) -> np.ndarray:
         raise UserError(f"{p}: file not found")
     suffix = _suffix(p)
     if suffix in ITK_SUFFIXES:
-        import SimpleITK as sitk
 
         try:
             arr = sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
@@ -38,7 +39,6 @@ def read_array(path: str | Path) -> np.ndarray:
             msg = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "unreadable")
             raise UserError(f"{p}: cannot read image ({msg[:160]})") from None
     elif suffix in RASTER_SUFFIXES:
-        from PIL import Image, UnidentifiedImageError
 
         try:
             with Image.open(p) as im:

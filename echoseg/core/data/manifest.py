@@ -1,7 +1,10 @@
-"""The manifest: one row per (image, structure) sample, shared by every stage (DESIGN.md)."""
+"""The manifest: one row per (image, structure) sample, shared by every stage (docs/architecture.md, "Data
+contract"); its prompt columns (``p0``..``p7``, ``pK_b``) and the rows of one split."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,3 +76,55 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
 def write_manifest(df: pd.DataFrame, path: str | Path) -> None:
     """Atomically write a manifest (standard column order)."""
     write_csv(path, finalize_manifest(df))
+
+
+# ----------------------------------------------------------------------------- prompt columns and splits
+_FIXED = re.compile(r"^p[0-7](_b)?$")
+_RANDOM = re.compile(r"^random(:p([0-7]))?$")
+
+
+def prompt_columns(spec: str) -> list[str]:
+    """The manifest column(s) a ``--prompt`` value draws from (one fixed column, or the two variants)."""
+    spec = spec.strip()
+    if _FIXED.match(spec):
+        return [spec]
+    m = _RANDOM.match(spec)
+    if m:
+        k = m.group(2) or "7"
+        return [f"p{k}"] if k == "0" else [f"p{k}", f"p{k}_b"]
+    raise UserError(f"--prompt {spec!r}: expected p0..p7, p1_b..p7_b, random or random:pK")
+
+
+def is_random_prompt(spec: str) -> bool:
+    """Whether a ``--prompt`` value draws a variant per sample and epoch."""
+    return bool(_RANDOM.match(spec.strip()))
+
+
+def check_prompt_columns(df: pd.DataFrame, columns: Sequence[str], source: str, needs_text: bool = True) -> None:
+    """Raise UserError naming the manifest when a prompt column is missing (empty cells are the empty prompt)."""
+    if not needs_text:
+        return
+    for col in columns:
+        if col not in df.columns:
+            raise UserError(f"{source}: manifest has no prompt column {col!r} (is it a `prompts build` run?)")
+
+
+@dataclass
+class SplitData:
+    """The rows of one split and the run directory they come from (where its cache lives)."""
+
+    frame: pd.DataFrame
+    source: Path
+
+
+def load_split(run_dir: str | Path, split: str, option: str = "--data") -> SplitData:
+    """Read ``manifest.csv`` of a data/prompts run and keep the rows of ``split``."""
+    path = Path(run_dir)
+    if not path.exists():
+        raise UserError(f"{option} {path}: not found")
+    df = read_manifest(path)
+    rows = df[df["split"].astype(str) == split].reset_index(drop=True)
+    if rows.empty:
+        found = ", ".join(sorted(df["split"].astype(str).unique()))
+        raise UserError(f"{option} {path}: no rows with split {split!r} (splits there: {found})")
+    return SplitData(rows, path if path.is_dir() else path.parent)

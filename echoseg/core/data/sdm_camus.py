@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from echoseg.core.data.camus import TESTING_PREFIX, add_sizes, check_pair, read_split_file
+from echoseg.core.data.camus import TESTING_PREFIX, add_sizes, check_pair, read_camus, read_split_file
+from echoseg.core.data.imaging import load_mask
 from echoseg.core.data.manifest import SPLITS, Problem, finalize_manifest
 from echoseg.core.errors import UserError
 
@@ -95,7 +96,6 @@ def detect_encoding(mask: np.ndarray) -> str:
 
 def _folder_encodings(items: list[_Item], votes: int = 3) -> dict[Path, str]:
     """Label encoding per label folder: majority of its first few readable, non-empty, in-range label maps."""
-    from echoseg.core.data.imaging import load_mask
 
     seen: dict[Path, list[str]] = {}
     for it in items:
@@ -130,7 +130,6 @@ def _manifest_attrs(root: Path) -> dict[str, dict]:
 
 def _camus_attrs(camus_root: str | Path) -> dict[tuple[str, str], dict]:
     """(patient, view) -> attributes from a CAMUS data set's Info cfg files."""
-    from echoseg.core.data.camus import read_camus
 
     df = read_camus(camus_root).drop_duplicates(["patient", "view"])
     return {(r.patient, r.view): {"sex": r.sex, "age": r.age, "quality": r.quality} for r in df.itertuples()}

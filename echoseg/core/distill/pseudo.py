@@ -29,10 +29,12 @@ from typing import Any
 
 import numpy as np
 
+from echoseg.core.console import track
 from echoseg.core.data.cache import default_cache_dir
 from echoseg.core.data.echonet import normalize_name, video_path
 from echoseg.core.data.video import load_video
 from echoseg.core.io import atomic_path, read_json, write_json
+from echoseg.core.models.teachers import TeacherSpec
 
 PSEUDO_FORMAT = 1
 DATA_SUBDIR = ".echoseg-pseudo"
@@ -45,16 +47,11 @@ def _file_identity(path: Path) -> dict[str, Any]:
 
 def teacher_identity(spec: str) -> dict[str, Any]:
     """What identifies a teacher's weights: spec plus path, size and mtime of the checkpoint file(s)."""
-    kind, _, target = spec.partition(":")
-    ident: dict[str, Any] = {"spec": spec}
-    p = Path(target)
-    if kind == "deeplabv3" and p.is_file():
-        ident["checkpoint"] = _file_identity(p)
-    elif kind == "run":
-        ckpt = p / "checkpoints"
-        for fname in ("best.safetensors", "model.json"):
-            if (ckpt / fname).is_file():
-                ident[fname] = _file_identity(ckpt / fname)
+    parsed = TeacherSpec.parse(spec)
+    ident: dict[str, Any] = {"spec": str(spec)}
+    for f in parsed.weight_files():
+        if f.is_file():
+            ident["checkpoint" if parsed.kind == "deeplabv3" else f.name] = _file_identity(f)
     return ident
 
 
@@ -63,8 +60,7 @@ def cache_key(spec: str, data: str | Path, extra: dict[str, Any] | None = None) 
     payload = {"teacher": teacher_identity(spec), "data": str(Path(data).resolve()), "format": PSEUDO_FORMAT,
                "extra": extra or {}}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-    kind = spec.partition(":")[0] or "teacher"
-    return f"{kind}-{digest}"
+    return f"{TeacherSpec.parse(spec).kind}-{digest}"
 
 
 def _writable(folder: Path) -> bool:
@@ -171,7 +167,6 @@ def build_pseudo_labels(
         progress: show a progress bar.
         log: a callable taking one message (e.g. ``run.log``).
     """
-    from echoseg.core.console import track
 
     folder = Path(folder) if folder is not None else cache_folder(spec, data)
     cache = PseudoLabels(folder, data)

@@ -9,8 +9,8 @@ Per model ``m`` in (student, teacher) an evaluation on ``--eval-data`` writes:
   (over every traced frame);
 - ``eval/<m>/area_curves.png``: area curves with reference and estimated ED/ES frames.
 
-Areas come from :func:`echoseg.core.eval.areas.mask_areas` on the binarised masks (student: its validation
-threshold; teacher: 0.5) and aFD from :func:`echoseg.core.eval.afd_report.evaluate_afd`, i.e. exactly what
+Areas come from :func:`echoseg.core.metrics.areas.mask_areas` on the binarised masks (student: its validation
+threshold; teacher: 0.5) and aFD from :func:`echoseg.core.metrics.afd_report.evaluate_afd`, i.e. exactly what
 ``echoseg eval afd`` computes. The run's ``summary.json`` gathers everything; ``report.md`` and the console show a
 table.
 """
@@ -23,12 +23,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich.table import Table
 
 from echoseg.core.console import console, track
 from echoseg.core.data.echonet import read_filelist, read_tracings, reference_frames, tracing_mask
-from echoseg.core.eval.afd_report import evaluate_afd, plot_area_curves, sample_videos, select_split
-from echoseg.core.eval.areas import AreaSignals, mask_areas
 from echoseg.core.io import write_csv, write_text
+from echoseg.core.metrics.afd_report import evaluate_afd, plot_area_curves, sample_videos, select_split
+from echoseg.core.metrics.areas import AreaSignals, mask_areas
 
 Predictor = Callable[[str, np.ndarray], np.ndarray]
 
@@ -160,7 +161,6 @@ def report_rows(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def write_report(run, summary: dict[str, Any]) -> str:
     """Write ``report.md`` (a markdown table), print a rich table on the console, return the markdown."""
-    from rich.table import Table
 
     rows = report_rows(summary)
     lines = ["| metric | student | teacher |", "|---|---:|---:|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]

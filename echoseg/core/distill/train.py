@@ -20,7 +20,6 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,9 +29,9 @@ import torch.nn.functional as F
 from echoseg.core.config import StageConfig, check_all
 from echoseg.core.console import track
 from echoseg.core.distill.pseudo import PseudoLabels
-from echoseg.core.errors import UserError
+from echoseg.core.env import make_accelerator
 from echoseg.core.io import write_json
-from echoseg.core.models import build_model
+from echoseg.core.models import artefacts, build_model
 from echoseg.core.runs import Run
 from echoseg.core.train import checkpoint as ckpt
 
@@ -181,9 +180,8 @@ def train_student(cfg: DistillConfig, run: Run, train_set: VideoSet, val_set: Vi
 
     The best weights end in ``checkpoints/best.safetensors`` with their threshold in the ``threshold`` buffer.
     """
-    from accelerate.utils import set_seed
+    from accelerate.utils import set_seed  # deferred: heavy import, loaded only when this path runs
 
-    from echoseg.core.train.loop import make_accelerator
 
     cfg.validate()
     lengths = train_set.lengths()
@@ -192,10 +190,10 @@ def train_student(cfg: DistillConfig, run: Run, train_set: VideoSet, val_set: Vi
         run.log(f"--seq-len {cfg.seq_len} exceeds the shortest training video; using {seq_len} frames")
     accelerator = make_accelerator(cfg.precision, cfg.device)
     set_seed(cfg.seed)
-    folder = run.path / ckpt.CKPT_DIR
+    folder = run.path / artefacts.CKPT_DIR
     state = None if run.fresh else ckpt.load_training_state(folder)
     if state is not None:
-        model, _ = ckpt.load_trained_model(run.path, "last", option="--resume")
+        model, _ = artefacts.load_trained_model(run.path, "last", option="--resume")
     else:
         mean, std = frame_stats(train_set)
         model = build_student(cfg, mean, std)
@@ -254,9 +252,9 @@ def train_student(cfg: DistillConfig, run: Run, train_set: VideoSet, val_set: Vi
         if accelerator.is_main_process and run.writer:
             raw.threshold.fill_(val["threshold"])
             if improved:
-                ckpt.save_weights(raw, folder / "best.safetensors")
+                artefacts.save_weights(raw, folder / "best.safetensors")
                 write_json(folder / "best.json", {"epoch": epoch, **val})
-            ckpt.save_weights(raw, folder / "last.safetensors")
+            artefacts.save_weights(raw, folder / "last.safetensors")
             ckpt.save_training_state(folder, {"optimizer": optimizer.state_dict(), "book": dict(book),
                                               "rng": ckpt.rng_state()})
         accelerator.wait_for_everyone()
@@ -271,11 +269,3 @@ def train_student(cfg: DistillConfig, run: Run, train_set: VideoSet, val_set: Vi
             book["best_dice"], "threshold": book["threshold"], "epochs_run": book["epoch"],
             "stopped_early": book["stopped_early"], "train_time_s": book["elapsed"], "seq_len": seq_len,
             "train_videos": len(train_set.names), "val_videos": len(val_set.names)}
-
-
-def load_student(run_dir: str | Path, which: str = "best", option: str = "--run"):
-    """The trained student of a distill run (weights and threshold), in eval mode."""
-    model, info = ckpt.load_trained_model(run_dir, which, option=option)
-    if info.get("name") != "convlstm":
-        raise UserError(f"{option} {run_dir}: not a distillation run (model {info.get('name')!r})")
-    return model.eval(), info

@@ -17,8 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from echoseg.core.eval.areas import AreaSignals, video_key
+from echoseg.core.console import track
+from echoseg.core.data.echonet import video_path
+from echoseg.core.data.video import load_video
 from echoseg.core.io import atomic_path
+from echoseg.core.metrics.areas import AreaSignals, video_key
 
 MASK_KEY = "masks"
 
@@ -35,8 +38,6 @@ def save_mask_npz(path: str | Path, masks: np.ndarray) -> None:
 
 
 def _load(data_root: Path, key: str) -> np.ndarray | None:
-    from echoseg.core.data.echonet import video_path
-    from echoseg.core.data.video import load_video
 
     path = video_path(data_root, key)
     return load_video(path) if path.is_file() else None
@@ -59,7 +60,6 @@ def iter_video_probabilities(
         data_root: EchoNet-Dynamic folder (``Videos/<FileName>.avi``).
         names: FileNames (with or without ``.avi``).
     """
-    from echoseg.core.console import track
 
     root = Path(data_root)
     keys = [video_key(n) for n in names]

@@ -40,7 +40,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from echoseg.core.errors import UserError
 from echoseg.core.models import register
@@ -442,7 +444,6 @@ class ConvLSTMStudent(nn.Module):
     def gflops(self, h: int, w: int, fast: bool = False) -> float:
         """GFLOPs (2 x multiply-accumulates) of one frame of size ``h`` x ``w`` (torch's FLOP counter): of the
         architecture as defined, or with ``fast`` of the folded inference path (its decoder needs fewer)."""
-        from torch.utils.flop_counter import FlopCounterMode
 
         was_training = self.training
         self.eval()
@@ -474,7 +475,6 @@ def build(config: dict[str, Any], weights: str | None = None, assets: Path | Non
     """Build the student from a named config or a spec; ``weights`` may name a safetensors file of its weights."""
     model = ConvLSTMStudent(**{k: config[k] for k in SPEC_KEYS if k in config})
     if weights is not None:
-        from safetensors.torch import load_file
 
         p = Path(weights)
         if not p.is_file():

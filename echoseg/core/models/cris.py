@@ -41,6 +41,7 @@ from torch import nn
 from echoseg.core.errors import UserError
 from echoseg.core.models import register
 from echoseg.core.models.base import SegModel
+from echoseg.core.models.cris_weights import load_weights
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -292,7 +293,7 @@ class Projector(nn.Module):
 @functools.lru_cache(maxsize=4)
 def clip_tokenizer(word_len: int):
     """open_clip's SimpleTokenizer (BPE vocabulary shipped in the package, works offline)."""
-    from open_clip.tokenizer import SimpleTokenizer
+    from open_clip.tokenizer import SimpleTokenizer  # deferred: heavy import, loaded only when this path runs
 
     return SimpleTokenizer(context_length=word_len)
 
@@ -305,7 +306,7 @@ def padding_mask(tokens: torch.Tensor) -> torch.Tensor:
 
 def clip_model_config(config: dict[str, Any]) -> dict[str, Any]:
     """The open_clip model config of a CRIS config: a named open_clip config or an inline dict."""
-    import open_clip
+    import open_clip  # deferred: heavy import, loaded only when this path runs
 
     if config.get("clip_cfg"):
         return dict(config["clip_cfg"])
@@ -318,7 +319,7 @@ def clip_model_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def build_clip(config: dict[str, Any]) -> nn.Module:
     """A randomly initialised open_clip CLIP for the config (QuickGELU as in OpenAI's weights if asked)."""
-    from open_clip.model import CLIP
+    from open_clip.model import CLIP  # deferred: heavy import, loaded only when this path runs
 
     cfg = clip_model_config(config)
     cfg["quick_gelu"] = bool(config.get("quick_gelu", cfg.get("quick_gelu", False)))
@@ -416,7 +417,6 @@ def build(config: dict[str, Any], weights: str | None = None, assets: Path | Non
     model = CRIS(cfg)
     weights = weights or cfg.get("default_weights")
     if weights:
-        from echoseg.core.models.cris_weights import load_weights
 
         load_weights(model, weights)
     return model

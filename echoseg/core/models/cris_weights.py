@@ -24,6 +24,10 @@ import torch
 from torch import nn
 
 from echoseg.core.errors import UserError
+from echoseg.core.models import build_model
+from echoseg.core.models.artefacts import save_model_info, save_weights
+from echoseg.core.models.weights import read_state as _read
+from echoseg.core.models.weights import resolve_weights
 
 ORIGINAL_PREFIX = "module."
 PARTS = ("backbone.", "neck.", "decoder.", "proj.")
@@ -89,7 +93,6 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], what: str,
 # ------------------------------------------------------------------------------------------ reading
 def read_state(path: str | Path, what: str = "--weights") -> dict[str, torch.Tensor]:
     """The raw state dict of a weights file (TorchScript archive, safetensors or torch pickle); keys unchanged."""
-    from echoseg.core.models.weights import read_state as _read
 
     return _read(path, what, strip_module=False)
 
@@ -125,7 +128,6 @@ def load_cris_state(model: nn.Module, state: dict[str, torch.Tensor], what: str 
 
 def _hub_or_folder(spec: str) -> Path:
     """A local file/folder, or the snapshot folder of a hub id holding open_clip weights."""
-    from echoseg.core.models.weights import resolve_weights
 
     return resolve_weights(spec, required=())
 
@@ -177,7 +179,6 @@ def model_from_original(state: dict[str, torch.Tensor], config: str | None = Non
         overrides: top-level config values to replace (``word_len``, ``input_size``).
         what: the file or option named in error messages.
     """
-    from echoseg.core.models import build_model
 
     if kind_of(state) != "cris":
         raise UserError(f"{what}: not a CRIS checkpoint (no backbone./neck. keys)")
@@ -189,7 +190,6 @@ def model_from_original(state: dict[str, torch.Tensor], config: str | None = Non
 def write_converted(model: nn.Module, out: str | Path, source: str | Path) -> dict[str, Any]:
     """Write ``out/checkpoints/model.json`` (name + spec) and ``best.safetensors``, the layout that
     ``--weights``, ``--init-from`` and evaluation read; return a summary."""
-    from echoseg.core.train.checkpoint import save_model_info, save_weights
 
     folder = Path(out) / CKPT_DIR
     save_model_info(folder, model, {"converted_from": str(Path(source).resolve())})

@@ -34,7 +34,8 @@ own size. Chosen by a spec string (:func:`load_teacher`):
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
+from echoseg.core.data.cache import resize_image
+from echoseg.core.env import resolve_device
 from echoseg.core.errors import UserError
+from echoseg.core.io import read_json
+from echoseg.core.models.artefacts import CKPT_DIR, find_checkpoint, load_segmenter, load_student
+from echoseg.core.models.weights import read_state
 
 ECHONET_MEAN = (32.085175, 32.591923, 33.37932)
 ECHONET_STD = (50.129288, 50.487717, 51.34619)
+TEACHER_KINDS = ("deeplabv3", "run")
+PromptFor = Callable[[str], str]
 SPEC_FORMS = ("deeplabv3:CKPT (an EchoNet-Dynamic DeepLabv3 checkpoint) or run:RUN (an echoseg training or "
               "distillation run)")
 LV_LABEL = 1
@@ -111,7 +120,6 @@ class Teacher(abc.ABC):
 
     def gflops(self, height: int, width: int) -> float:
         """GFLOPs (1e9 floating-point operations, torch's FlopCounterMode) to label one ``height x width`` frame."""
-        from torch.utils.flop_counter import FlopCounterMode
 
         frame = np.zeros((1, int(height), int(width)), np.uint8)
         counter = FlopCounterMode(display=False)
@@ -126,13 +134,14 @@ class Teacher(abc.ABC):
 # ----------------------------------------------------------------------------- EchoNet-Dynamic DeepLabv3
 def build_deeplabv3() -> nn.Module:
     """EchoNet-Dynamic's segmentation network: torchvision DeepLabv3-ResNet50, no aux head, 1 output channel."""
-    from torchvision.models.segmentation import deeplabv3_resnet50
+    from torchvision.models.segmentation import (
+        deeplabv3_resnet50,  # deferred: heavy import, loaded only when this path runs
+    )
 
     return deeplabv3_resnet50(weights=None, weights_backbone=None, aux_loss=False, num_classes=1)
 
 
 def _read_state_dict(path: Path, option: str) -> dict[str, torch.Tensor]:
-    from echoseg.core.models.weights import read_state
 
     if not path.is_file():
         raise UserError(f"{option} deeplabv3:{path}: checkpoint not found (needed: EchoNet-Dynamic's "
@@ -185,30 +194,19 @@ class DeepLabTeacher(Teacher):
 
 
 # ----------------------------------------------------------------------------- echoseg training runs
-def teacher_prompt(train_prompt: str) -> str:
-    """The LV prompt text a run trained with ``--prompt train_prompt`` gets on an A4C frame (module docstring)."""
-    from echoseg.core.prompts.templates import Attributes, build_prompts
-    from echoseg.core.train.dataset import is_random_prompt, prompt_columns
-
-    cols = prompt_columns(train_prompt)
-    col = cols[0]
-    variant = 1 if (col.endswith("_b") and not is_random_prompt(train_prompt)) else 0
-    level = min(int(col[1]), 2)
-    if level == 0:
-        return ""
-    return build_prompts(Attributes(structure="LV", view=VIEW))[f"p{level}"][variant]
-
-
 class RunTeacher(Teacher):
     """An echoseg segmentation run's LV output (see the module docstring)."""
 
-    def __init__(self, run_dir: str | Path, device: str, which: str = "best", option: str = "--teacher") -> None:
-        from echoseg.core.train.checkpoint import load_trained_model
-
-        model, info = load_trained_model(run_dir, which, option=option)
+    def __init__(self, run_dir: str | Path, device: str, which: str = "best", option: str = "--teacher",
+                 prompt_for: PromptFor | None = None) -> None:
+        model, info = load_segmenter(run_dir, which, option=option)
         train_config = info.get("train_config") or {}
         train_prompt = str(train_config.get("prompt") or "p1")
-        text = teacher_prompt(train_prompt) if getattr(model, "uses_text", True) else None
+        text = None
+        if getattr(model, "uses_text", True):
+            if prompt_for is None:
+                raise ValueError("a text-prompted teacher run needs prompt_for (the prompts stage's LV frame prompt)")
+            text = prompt_for(train_prompt)
         self.prompt_text = text or ""
         self.input_size = int(model.input_size)
         details = {"spec": f"run:{Path(run_dir).resolve()}", "kind": "run", "run": str(Path(run_dir).resolve()),
@@ -223,8 +221,6 @@ class RunTeacher(Teacher):
         self._shift = mean / std
 
     def _logits(self, frames: np.ndarray) -> torch.Tensor:
-        from echoseg.core.data.cache import resize_image
-
         b, h, w = frames.shape
         s = self.input_size
         if (h, w) != (s, s):  # the training cache's resize, so the model sees what it was trained on
@@ -245,8 +241,6 @@ class StudentTeacher(Teacher):
     """
 
     def __init__(self, run_dir: str | Path, device: str, which: str = "best", option: str = "--teacher") -> None:
-        from echoseg.core.distill.train import load_student
-
         model, info = load_student(run_dir, which, option=option)
         self.threshold = float(model.threshold)
         details = {"spec": f"run:{Path(run_dir).resolve()}", "kind": "distilled student",
@@ -267,46 +261,84 @@ class StudentTeacher(Teacher):
             return self.module.predict(np.clip(arr, 0, 255).astype(np.uint8), batch_size=batch_size)
 
 
-def _run_command(run_dir: Path) -> str:
-    from echoseg.core.io import read_json
+# ----------------------------------------------------------------------------- the spec and entry point
+@dataclass(frozen=True)
+class TeacherSpec:
+    """A parsed teacher spec: ``deeplabv3:CKPT`` or ``run:RUN`` (a training or distillation run)."""
 
-    try:
-        return str(read_json(run_dir / "run.json").get("command", ""))
-    except (OSError, ValueError):
-        return ""
+    kind: str
+    target: Path
+    option: str = "--teacher"
+
+    @classmethod
+    def parse(cls, spec: str | TeacherSpec, option: str = "--teacher") -> TeacherSpec:
+        """Parse (syntax only); raises UserError naming ``option`` for an unknown form."""
+        if isinstance(spec, TeacherSpec):
+            return spec
+        kind, sep, target = str(spec).partition(":")
+        if not sep or not target or kind not in TEACHER_KINDS:
+            raise UserError(f"{option} {spec!r}: expected {SPEC_FORMS}")
+        return cls(kind, Path(target), option)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.target}"
+
+    @property
+    def is_student(self) -> bool:
+        """Whether the spec names a distillation run (its ConvLSTM student teaches)."""
+        if self.kind != "run":
+            return False
+        try:
+            return str(read_json(self.target / "run.json").get("command", "")) == "distill"
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def check(self) -> None:
+        """Raise UserError unless the checkpoint file exists or the run has a readable best checkpoint."""
+        if self.kind == "deeplabv3":
+            if not self.target.is_file():
+                raise UserError(f"{self.option} {self}: checkpoint file not found: {self.target}")
+        elif not self.target.is_dir():
+            raise UserError(f"{self.option} {self}: run directory not found: {self.target}")
+        else:
+            find_checkpoint(self.target, "best", f"{self.option} run:")
+
+    def weight_files(self) -> list[Path]:
+        """The files whose content identifies the teacher (checkpoint, or the run's best weights and model.json)."""
+        if self.kind == "deeplabv3":
+            return [self.target]
+        return [self.target / CKPT_DIR / name for name in ("best.safetensors", "model.json")]
 
 
-# ----------------------------------------------------------------------------- entry point
 def load_teacher(
-    spec: str,
+    spec: str | TeacherSpec,
     device: str = "auto",
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
     option: str = "--teacher",
+    prompt_for: PromptFor | None = None,
 ) -> Teacher:
-    """Load a teacher from ``deeplabv3:CKPT`` or ``run:TRAIN_RUN``.
+    """Load a teacher from ``deeplabv3:CKPT`` or ``run:RUN``.
 
     Args:
-        spec: the teacher spec.
+        spec: the teacher spec (a string or a parsed :class:`TeacherSpec`).
         device: ``auto``, ``cpu`` or ``cuda``.
         mean, std: DeepLabv3 input normalisation on 0..255 grey levels, one value or one per channel (default:
             EchoNet-Dynamic's, see :data:`ECHONET_MEAN`); a ``run:`` teacher uses its model's own and rejects them.
         option: the option name used in error messages.
+        prompt_for: maps a run's training ``--prompt`` to the text its LV output is asked with (the prompts
+            stage's :func:`~echoseg.core.prompts.templates.lv_frame_prompt`); needed for text-prompted runs.
     Raises:
         UserError: an unknown spec form, a missing or mismatching checkpoint, or a bad run directory.
     """
-    from echoseg.core.env import resolve_device
-
-    kind, sep, target = str(spec).partition(":")
-    if not sep or not target or kind not in ("deeplabv3", "run"):
-        raise UserError(f"{option} {spec!r}: expected {SPEC_FORMS}")
+    parsed = TeacherSpec.parse(spec, option)
     dev = resolve_device(device)
-    if kind == "deeplabv3":
-        return DeepLabTeacher(target, dev, mean=mean, std=std, option=option)
+    if parsed.kind == "deeplabv3":
+        return DeepLabTeacher(parsed.target, dev, mean=mean, std=std, option=option)
     if mean is not None or std is not None:
-        raise UserError(f"{option} {spec}: mean/std apply to deeplabv3 teachers only (a run uses its model's own)")
-    if not Path(target).is_dir():
-        raise UserError(f"{option} {spec}: run directory not found: {target}")
-    if _run_command(Path(target)) == "distill":
-        return StudentTeacher(target, dev, option=option)
-    return RunTeacher(target, dev, option=option)
+        raise UserError(f"{option} {parsed}: mean/std apply to deeplabv3 teachers only (a run uses its model's own)")
+    if not parsed.target.is_dir():
+        raise UserError(f"{option} {parsed}: run directory not found: {parsed.target}")
+    if parsed.is_student:
+        return StudentTeacher(parsed.target, dev, option=option)
+    return RunTeacher(parsed.target, dev, option=option, prompt_for=prompt_for)

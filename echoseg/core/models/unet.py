@@ -18,6 +18,7 @@ from torch import nn
 from echoseg.core.errors import UserError
 from echoseg.core.models import register
 from echoseg.core.models.base import SegModel
+from echoseg.core.models.weights import load_state_dict_file
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -98,7 +99,6 @@ def build(config: dict[str, Any], weights: str | None = None, assets: Path | Non
         num_structures=int(config.get("num_structures", 3)),
     )
     if weights:
-        from echoseg.core.models.weights import load_state_dict_file
 
         try:
             model.load_state_dict(load_state_dict_file(weights, "--weights"))

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
 
 from echoseg.core.errors import UserError
 
@@ -46,8 +50,12 @@ def resolve_weights(spec: str | Path, required: Sequence[str] = ("config.json",)
 
 
 def _from_hub(repo_id: str, required: Sequence[str], what: str) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub import snapshot_download  # deferred: heavy import, loaded only when this path runs
+    from huggingface_hub.errors import (  # deferred: heavy import, loaded only when this path runs
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     hint = (
         f"download it where there is internet (`hf download {repo_id} --local-dir DIR`, or "
@@ -75,7 +83,6 @@ def _from_hub(repo_id: str, required: Sequence[str], what: str) -> Path:
 
 
 def _is_torchscript(path: Path) -> bool:
-    import zipfile
 
     if not zipfile.is_zipfile(path):
         return False
@@ -92,7 +99,6 @@ def read_state(spec: str | Path, what: str = "--weights", strip_module: bool = T
     Raises:
         UserError: the file is missing, unreadable or holds no tensors.
     """
-    import torch
 
     p = Path(spec).expanduser()
     if not p.is_file():
@@ -101,7 +107,6 @@ def read_state(spec: str | Path, what: str = "--weights", strip_module: bool = T
         if _is_torchscript(p):
             state = dict(torch.jit.load(str(p), map_location="cpu").state_dict())
         elif p.suffix == ".safetensors":
-            from safetensors.torch import load_file
 
             state = load_file(str(p))
         else:

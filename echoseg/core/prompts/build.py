@@ -23,10 +23,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rich.table import Table
 
+from echoseg.core.console import console as default_console
 from echoseg.core.console import track
-from echoseg.core.data.manifest import MANIFEST_COLUMNS, SPLITS, STRUCTURE_LABELS, read_manifest
+from echoseg.core.data.camus import detect_camus, read_camus, read_split_file
+from echoseg.core.data.imaging import load_image, load_mask
+from echoseg.core.data.manifest import MANIFEST_COLUMNS, SPLITS, STRUCTURE_LABELS, read_manifest, write_manifest
+from echoseg.core.data.sdm_camus import detect_sdm_camus, read_sdm_camus
 from echoseg.core.errors import UserError
+from echoseg.core.io import write_csv, write_json
+from echoseg.core.prompts.shape import classify_shape
 from echoseg.core.prompts.templates import (
     Attributes,
     build_prompts,
@@ -36,6 +43,7 @@ from echoseg.core.prompts.templates import (
     normalise_sex,
     normalise_view,
 )
+from echoseg.core.prompts.vqa import VQAShapes
 
 DATASETS = ("auto", "camus", "sdm-camus")
 SHAPE_METHODS = ("geometric", "vqa")
@@ -98,11 +106,9 @@ def load_dataset(data: str | Path, dataset: str = "auto", splits: str | Path | N
     if dataset != "auto" and dataset != kind:
         raise UserError(f"{p}: --dataset {dataset} given but the folder holds a {kind} layout")
     if kind == "camus":
-        from echoseg.core.data.camus import read_camus
 
         df = read_camus(p, splits=splits)
     else:
-        from echoseg.core.data.sdm_camus import read_sdm_camus
 
         df = read_sdm_camus(p, camus_root=camus_root, splits=splits)
     if df.empty:
@@ -121,7 +127,6 @@ def _is_full_manifest(path: Path) -> bool:
 
 def _apply_splits(df: pd.DataFrame, splits: str | Path) -> pd.DataFrame:
     """Reassign the split of every patient a splits CSV (patient,split) names, as the CAMUS reader does."""
-    from echoseg.core.data.camus import read_split_file
 
     mapping = read_split_file(splits)
     patients = df["patient"].astype(str)
@@ -134,13 +139,11 @@ def _apply_splits(df: pd.DataFrame, splits: str | Path) -> pd.DataFrame:
 
 def _detect_kind(root: Path) -> str:
     """'camus' or 'sdm-camus' for a data set folder (UserError when it holds neither)."""
-    from echoseg.core.data.camus import detect_camus
 
     if not root.is_dir():
         raise UserError(f"{root}: not a directory")
     if detect_camus(root):
         return "camus"
-    from echoseg.core.data.sdm_camus import detect_sdm_camus
 
     if detect_sdm_camus(root):
         return "sdm-camus"
@@ -221,8 +224,6 @@ def _split_folder(row: pd.Series | dict) -> str:
 # --------------------------------------------------------------------------- shapes
 def shapes_geometric(df: pd.DataFrame, progress: bool = True) -> list[str]:
     """Geometric shape word of every sample (each mask file read once, all its labels classified)."""
-    from echoseg.core.data.imaging import load_mask
-    from echoseg.core.prompts.shape import classify_shape
 
     out = [""] * len(df)
     groups = df.groupby("mask", sort=False).indices
@@ -237,7 +238,6 @@ def shapes_geometric(df: pd.DataFrame, progress: bool = True) -> list[str]:
 
 def shapes_vqa(df: pd.DataFrame, model, progress: bool = True) -> tuple[list[str], list[str]]:
     """(shape words, raw answers) from a :class:`~echoseg.core.prompts.vqa.VQAShapes` model."""
-    from echoseg.core.data.imaging import load_image, load_mask
 
     words, raw = [""] * len(df), [""] * len(df)
     batch: list[tuple[int, tuple]] = []
@@ -375,9 +375,7 @@ def _value_order(v: str) -> tuple:
 
 def print_attribute_table(table: pd.DataFrame, console=None) -> None:
     """Show the attribute table with rich (on the stderr console)."""
-    from rich.table import Table
 
-    from echoseg.core.console import console as default_console
 
     t = Table(title="Attributes per split")
     for col in table.columns:
@@ -410,7 +408,6 @@ def build(data: str | Path, *, dataset: str = "auto", shape: str = "geometric", 
     if shape == "geometric":
         shapes = shapes_geometric(df, progress=progress)
     else:
-        from echoseg.core.prompts.vqa import VQAShapes
 
         model = VQAShapes(vqa_model, device=device)
         log(f"VQA model {vqa_model} on {model.device}")
@@ -430,8 +427,6 @@ def _structure_key(col: pd.Series) -> pd.Series:
 
 def write_outputs(result: PromptSet, out: str | Path) -> pd.DataFrame:
     """Write manifest.csv, prompts/<split>.json and attributes.csv into ``out``; return the attribute table."""
-    from echoseg.core.data.manifest import write_manifest
-    from echoseg.core.io import write_csv, write_json
 
     out = Path(out)
     write_manifest(result.manifest, out / "manifest.csv")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from echoseg.core.data.manifest import STRUCTURE_NAMES
+from echoseg.core.data.manifest import STRUCTURE_NAMES, is_random_prompt, prompt_columns
 
 STYLES = ("synthetic-boost", "grammatical")
 LEVELS_CAMUS = tuple(f"p{k}" for k in range(8))
@@ -179,3 +179,18 @@ def needed_attributes(level: int, with_quality: bool = True) -> tuple[str, ...]:
     if not 0 <= level <= len(order) + 1:
         raise ValueError(f"no prompt level p{level}")
     return order[: max(0, level - 1)]
+
+
+def lv_frame_prompt(train_prompt: str) -> str:
+    """The LV prompt a run trained with ``--prompt train_prompt`` gets on an apical four-chamber video frame.
+
+    A frame carries no phase, sex, age, quality or shape, so levels above P2 fall back to P2; P0 is empty; a fixed
+    ``pK_b`` prompt uses variant B, every other prompt variant A (see :mod:`echoseg.core.models.teachers`).
+    """
+    cols = prompt_columns(train_prompt)
+    col = cols[0]
+    variant = 1 if (col.endswith("_b") and not is_random_prompt(train_prompt)) else 0
+    level = min(int(col[1]), 2)
+    if level == 0:
+        return ""
+    return build_prompts(Attributes(structure="LV", view="4CH"))[f"p{level}"][variant]

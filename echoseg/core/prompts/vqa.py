@@ -18,7 +18,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+from PIL import Image
 
+from echoseg.core.data.imaging import to_uint8
 from echoseg.core.data.manifest import STRUCTURE_NAMES
 from echoseg.core.errors import UserError
 
@@ -60,7 +63,6 @@ def boxed_image(image: np.ndarray, mask: np.ndarray, margin: int = 4) -> np.ndar
     """
     img = np.asarray(image)
     if img.dtype != np.uint8:
-        from echoseg.core.data.imaging import to_uint8
 
         img = to_uint8(img)
     rgb = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB) if img.ndim == 2 else img[..., :3].copy()
@@ -92,9 +94,11 @@ class VQAShapes:
             UserError: no such folder and the hub id cannot be loaded (offline or not cached), or the folder
                 does not hold a VQA model.
         """
-        import torch
-        from transformers import AutoModelForVisualQuestionAnswering, AutoProcessor
-        from transformers.utils import logging as hf_logging
+        from transformers import (  # deferred: heavy import, loaded only when this path runs
+            AutoModelForVisualQuestionAnswering,
+            AutoProcessor,
+        )
+        from transformers.utils import logging as hf_logging  # deferred: heavy import, loaded only when this path runs
 
         hf_logging.disable_progress_bar()
         src = str(model)
@@ -122,8 +126,6 @@ class VQAShapes:
 
     def answer(self, images: list[np.ndarray], questions: list[str]) -> list[str]:
         """Raw text answers for RGB images and questions (processed in batches)."""
-        import torch
-        from PIL import Image
 
         answers: list[str] = []
         for start in range(0, len(images), self.batch_size):

@@ -6,20 +6,22 @@ strategy), the paired-test table its Fig. 2, and the aFD table EchoDFKD's ED/ES 
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from echoseg.core.errors import UserError
 from echoseg.core.io import read_json
+from echoseg.core.runs import Run
 
 STRUCTURE_ORDER = ("LV", "MYO", "LA")
 
 
 def _load(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     run = Path(run)
-    from echoseg.core.runs import Run
 
     rec = Run.load(run)
     if rec.get("status") != "completed":
@@ -152,13 +154,11 @@ def markdown(tables: dict[str, pd.DataFrame]) -> str:
 
 def figure(tables: dict[str, pd.DataFrame]):
     """One PNG-ready figure: Dice per model and strategy, paired differences with CIs, aFD bars."""
-    import textwrap
 
-    import matplotlib
+    import matplotlib  # deferred: heavy import, loaded only when this path runs
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
+    import matplotlib.pyplot as plt  # deferred: heavy import, loaded only when this path runs
 
     panels = [k for k in ("segmentation", "paired_tests", "afd") if not tables[k].empty]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)

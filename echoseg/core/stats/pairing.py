@@ -1,7 +1,8 @@
 """Reading per-sample metric tables and pairing two of them sample by sample.
 
-A table is a CSV file or a run directory holding ``per_sample.csv`` (DESIGN.md: ``sample_id, image, structure,
-prompt, dice, iou, hd95``); a directory with the ``metrics.csv`` of the published Synthetic Boost layout works too.
+A table is a CSV file or a run directory holding ``per_sample.csv`` (docs/architecture.md, "Data contract":
+``sample_id, image, structure, prompt, dice, iou, hd95``); a directory with the ``metrics.csv`` of the published
+Synthetic Boost layout works too.
 Samples are matched on a key: ``sample_id`` by default, the columns named by ``key``, or what ``key_regex``
 extracts from one key column. Pairing is checked, never assumed: duplicate keys are an error, more than
 ``max_unpaired`` unpaired keys is an error unless allowed, and rows whose metric is NaN/inf are dropped and counted.

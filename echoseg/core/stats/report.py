@@ -7,7 +7,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich.console import Console
+from rich.table import Table
 
+from echoseg.core.console import console
 from echoseg.core.io import save_figure, write_csv, write_json, write_text
 from echoseg.core.stats.pairing import Pairing
 
@@ -62,7 +65,6 @@ RICH_HEADERS = ["#", "group", "n", "mean A", "mean B", "B-A [95% CI]", "r_rb", "
 
 def rich_table(table: pd.DataFrame, title: str | None = None):
     """The results as a compact ``rich.table.Table`` (comparisons by number; labels and notes are logged)."""
-    from rich.table import Table
 
     t = Table(title=title, show_lines=False)
     for h in RICH_HEADERS:
@@ -77,10 +79,10 @@ def rich_table(table: pd.DataFrame, title: str | None = None):
 
 def plot_differences(table: pd.DataFrame, metric: str = "dice"):
     """Mean difference B - A with its bootstrap CI per (comparison, group), one horizontal line each."""
-    import matplotlib
+    import matplotlib  # deferred: heavy import, loaded only when this path runs
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: heavy import, loaded only when this path runs
 
     labels = [f"{_shorten(str(r.b))} vs {_shorten(str(r.a))}" + ("" if r.group == "all" else f"  [{r.group}]")
               for r in table.itertuples()]
@@ -127,9 +129,7 @@ def headline(table: pd.DataFrame, pairings: list[Pairing], settings: dict[str, A
 
 def write_report(run, table: pd.DataFrame, pairings: list[Pairing], settings: dict[str, Any]) -> dict[str, Any]:
     """Write results.csv/json, summary.md/json and mean_differences.png into ``run``; log the table and notes."""
-    from rich.console import Console
 
-    from echoseg.core.console import console
 
     write_csv(run.file("results.csv"), table)
     write_json(run.file("results.json"), {**settings, "pairing": [p.info() for p in pairings],

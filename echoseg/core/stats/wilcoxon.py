@@ -209,7 +209,7 @@ def bootstrap_mean_ci(
 
 def adjust_pvalues(p: Sequence[float], method: str = "holm") -> np.ndarray:
     """p-values adjusted with statsmodels ``multipletests`` (``none`` returns them unchanged; NaNs stay NaN)."""
-    from statsmodels.stats.multitest import multipletests
+    from statsmodels.stats.multitest import multipletests  # deferred: heavy import, loaded only when this path runs
 
     check_choice(method, CORRECTIONS, "--correction")
     p = np.asarray(p, dtype=float)

@@ -31,9 +31,9 @@ from echoseg.core.data.manifest import write_manifest
 from echoseg.core.data.sdm_camus import SDM_LABELS
 from echoseg.core.errors import UserError
 from echoseg.core.io import write_csv, write_json, write_png
+from echoseg.core.models.diffusion import load_model
 from echoseg.core.runs import Run
 from echoseg.core.synth.balance import BALANCE_ATTRIBUTES, balanced_indices, distribution
-from echoseg.core.synth.model import load_model
 from echoseg.core.synth.perturb import PerturbConfig, PerturbParams, apply_params, sample_params
 from echoseg.core.synth.sample import SAMPLERS, make_sampler, sample
 from echoseg.core.synth.train import load_pairs
@@ -163,7 +163,7 @@ def generate(
     Raises:
         UserError: bad options, an unusable model or mask source.
     """
-    from accelerate import PartialState
+    from accelerate import PartialState  # deferred: heavy import, loaded only when this path runs
 
     if sampler not in SAMPLERS:
         raise UserError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")

@@ -20,7 +20,6 @@ import cv2
 import numpy as np
 
 OUTSIDE, LV, BACKGROUND, MYO, LA = 0, 1, 2, 3, 4
-NUM_CLASSES = 5
 SDM_STRUCTURES: dict[int, str] = {LV: "LV", MYO: "MYO", LA: "LA"}
 # CAMUS label -> SDM label inside the cone (0 background -> 2, 1 LV -> 1, 2 MYO -> 3, 3 LA -> 4).
 _CAMUS_TO_SDM = np.array([BACKGROUND, LV, MYO, LA], np.uint8)

@@ -17,14 +17,18 @@ import numpy as np
 import torch
 
 from echoseg.core.errors import UserError
-from echoseg.core.synth.model import model_input, one_hot, tensor_to_images
+from echoseg.core.models.diffusion import model_input, one_hot, tensor_to_images
 
 SAMPLERS = ("ddim", "ddpm", "dpm-solver")
 
 
 def make_sampler(name: str, train_scheduler) -> Any:
     """A diffusers scheduler for ``name`` built from the training scheduler's config."""
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+    from diffusers import (  # deferred: heavy import, loaded only when this path runs
+        DDIMScheduler,
+        DDPMScheduler,
+        DPMSolverMultistepScheduler,
+    )
 
     cfg = train_scheduler.config
     if name == "ddim":

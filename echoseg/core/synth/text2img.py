@@ -74,7 +74,7 @@ def load_pipeline(folder: str | Path, device: str = "auto", precision: str = "no
     Raises:
         UserError: not a pipeline folder, or it cannot be loaded.
     """
-    from diffusers import DiffusionPipeline
+    from diffusers import DiffusionPipeline  # deferred: heavy import, loaded only when this path runs
 
     folder = Path(folder)
     index = folder / "model_index.json"
@@ -121,7 +121,7 @@ def generate_from_prompts(
     device: str = "auto",
 ) -> dict[str, Any]:
     """Generate ``count_per_prompt`` images per prompt into ``run`` (skipping existing ones); returns the summary."""
-    from accelerate import PartialState
+    from accelerate import PartialState  # deferred: heavy import, loaded only when this path runs
 
     if count_per_prompt < 1 or steps < 1 or batch_size < 1:
         raise UserError("--count-per-prompt, --steps and --batch-size must be >= 1")

@@ -9,7 +9,7 @@ Run artefacts::
 
     checkpoints/latest.pt     step, UNet, EMA, optimiser and LR-schedule state (rewritten atomically)
     samples/step-NNNNNN.png   grid of (label map, EMA sample) pairs
-    model/                    the EMA model, diffusers-style (see echoseg.core.synth.model)
+    model/                    the EMA model, diffusers-style (see echoseg.core.models.diffusion)
     metrics.jsonl             step, loss, lr
 
 Batches and noise come from generators seeded by (seed, step, process), so a resumed run continues the same
@@ -31,8 +31,7 @@ from echoseg.core.data.cache import build_cache, default_cache_dir
 from echoseg.core.data.manifest import read_manifest
 from echoseg.core.errors import UserError
 from echoseg.core.io import atomic_path, write_png
-from echoseg.core.runs import Run
-from echoseg.core.synth.model import (
+from echoseg.core.models.diffusion import (
     build_scheduler,
     build_unet,
     conditioning_meta,
@@ -42,7 +41,9 @@ from echoseg.core.synth.model import (
     one_hot,
     save_model,
 )
+from echoseg.core.runs import Run
 from echoseg.core.synth.perturb import camus_to_sdm, cone_from_image
+from echoseg.core.synth.sample import make_sampler, sample
 
 PALETTE = np.array([[0, 0, 0], [220, 60, 60], [70, 70, 90], [240, 200, 60], [60, 140, 230]], np.uint8)
 PAIR_ATTRIBUTES = ("sample_id", "view", "phase", "patient", "sex", "age", "quality", "split", "source")
@@ -142,7 +143,7 @@ def pair_grid(labels: np.ndarray, images: np.ndarray) -> np.ndarray:
 
 # -------------------------------------------------------------------------------------------------- loop
 def _accelerator(cfg: TrainConfig):
-    from accelerate import Accelerator
+    from accelerate import Accelerator  # deferred: heavy import, loaded only when this path runs
 
     try:
         return Accelerator(mixed_precision=cfg.precision, cpu=cfg.device == "cpu")
@@ -175,7 +176,6 @@ def _save_checkpoint(path: Path, step: int, unet, ema, optimizer, lr_sched) -> N
 @torch.no_grad()
 def _grid(run: Run, step: int, unet, ema, scheduler, pairs: Pairs, cfg: TrainConfig, device) -> Path:
     """Sample the grid label maps with the EMA weights and write ``samples/step-NNNNNN.png``."""
-    from echoseg.core.synth.sample import make_sampler, sample
 
     idx = np.unique(np.linspace(0, len(pairs.labels) - 1, max(1, cfg.grid_count)).round().astype(int))
     ema.store(unet.parameters())
@@ -199,8 +199,8 @@ def train(run: Run, data: str | Path, cfg: TrainConfig, cache_dir: Path | None =
     Returns:
         The summary (also written to summary.json).
     """
-    from diffusers import UNet2DModel
-    from diffusers.training_utils import EMAModel
+    from diffusers import UNet2DModel  # deferred: heavy import, loaded only when this path runs
+    from diffusers.training_utils import EMAModel  # deferred: heavy import, loaded only when this path runs
 
     cfg = cfg.resolved()
     if cfg.steps < 1 or cfg.batch_size < 1:

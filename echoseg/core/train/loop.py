@@ -14,66 +14,39 @@ an uninterrupted one. Only the main process writes.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 from echoseg.core.console import track
-from echoseg.core.data.cache import build_cache, default_cache_dir
-from echoseg.core.env import resolve_device
+from echoseg.core.data.manifest import SplitData, check_prompt_columns, prompt_columns
+from echoseg.core.env import make_accelerator
 from echoseg.core.errors import UserError
-from echoseg.core.io import read_json, write_csv
-from echoseg.core.models import build_model, get_config
+from echoseg.core.io import read_json, write_json
+from echoseg.core.models import artefacts, build_model, get_config
 from echoseg.core.runs import Run
 from echoseg.core.train import checkpoint as ckpt
-from echoseg.core.train.dataset import (
-    SegDataset,
-    SplitData,
-    check_prompt_columns,
-    collate,
-    epoch_batches,
-    prompt_columns,
-)
+from echoseg.core.train.dataset import SegDataset, collate, epoch_batches
+from echoseg.core.train.evaluate import cache_for, evaluate_into_run
 from echoseg.core.train.losses import DiceBCELoss, hard_dice
 from echoseg.core.train.recipe import TrainConfig, make_loss, make_optimizer, make_scheduler
 
 Callback = Callable[[dict[str, Any]], None]
 
 
-def make_accelerator(precision: str = "no", device: str = "auto"):
-    """An ``accelerate.Accelerator`` for ``device`` (auto|cpu|cuda) and ``precision`` (no|fp16|bf16)."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-    from accelerate.state import AcceleratorState
-
-    dev = resolve_device(device)
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        # A second run in the same process (tests, notebooks) may change precision: accelerate keeps a singleton.
-        AcceleratorState._reset_state(True)
-    # CLIPSeg's CLIP has parameters the segmentation path never uses (logit_scale); DDP must tolerate them.
-    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)]
-    return Accelerator(mixed_precision=precision, cpu=dev == "cpu", kwargs_handlers=handlers)
-
-
-def cache_for(split: SplitData, size: int, cfg: TrainConfig, accelerator, progress: bool = True):
-    """The sample cache of a split at ``size`` (built once; the main process first)."""
-    folder = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(split.source)
-    with accelerator.main_process_first():
-        return build_cache(split.frame, size, folder, progress=progress and accelerator.is_main_process)
-
-
 def init_from_run(model, run_dir: str | Path) -> dict[str, Any]:
     """Load the best weights of another training run into ``model`` (same model and architecture)."""
-    path = ckpt.find_checkpoint(run_dir, "best", "--init-from")
+    path = artefacts.find_checkpoint(run_dir, "best", "--init-from")
     info = read_json(path.parent / "model.json")
     if info.get("name") != model.name:
         raise UserError(f"--init-from {run_dir}: that run trained {info.get('name')!r}, not {model.name!r}")
     try:
-        ckpt.load_weights(model, path)
+        artefacts.load_weights(model, path)
     except RuntimeError as exc:
         raise UserError(f"--init-from {run_dir}: weights do not fit this --config ({str(exc)[:160]})") from None
     return info
@@ -150,8 +123,6 @@ def train(
     Returns:
         The summary written to ``summary.json``.
     """
-    from accelerate.utils import set_seed
-
     cfg.validate()
     cols = prompt_columns(cfg.prompt)
     accelerator = make_accelerator(cfg.precision, cfg.device)
@@ -172,7 +143,7 @@ def train(
     optimizer = make_optimizer(model, lr, cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg)
     loss_fn = make_loss(cfg)
-    folder = run.path / ckpt.CKPT_DIR
+    folder = run.path / artefacts.CKPT_DIR
 
     size = model.input_size
     train_ds = SegDataset(train_split.frame, cache_for(train_split, size, cfg, accelerator, progress), model.mean,
@@ -185,7 +156,7 @@ def train(
             "time_to_best": None, "done": False, "stopped_early": False}
     ckpt.restore_book(run, folder, model, book, state, cfg.epochs, cfg.to_dict())
     if state is not None:
-        ckpt.load_weights(model, folder / "last.safetensors")
+        artefacts.load_weights(model, folder / "last.safetensors")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         run.log(f"resuming after epoch {book['epoch']} (best val dice {book['best_dice']:.4f} at {book['best_epoch']})")
@@ -230,11 +201,9 @@ def train(
         run.log_metrics(row)
         if accelerator.is_main_process and run.writer:
             if improved:
-                ckpt.save_weights(raw, folder / "best.safetensors")
-                from echoseg.core.io import write_json
-
+                artefacts.save_weights(raw, folder / "best.safetensors")
                 write_json(folder / "best.json", {"epoch": epoch, "val_dice": val_dice, "val_loss": val_loss})
-            ckpt.save_weights(raw, folder / "last.safetensors")
+            artefacts.save_weights(raw, folder / "last.safetensors")
             ckpt.save_training_state(folder, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                               "book": dict(book), "rng": ckpt.rng_state()})
         accelerator.wait_for_everyone()
@@ -253,30 +222,8 @@ def train(
         "epochs_run": book["epoch"], "stopped_early": book["stopped_early"], "train_time_s": book["elapsed"],
     }
     if test_split is not None and accelerator.is_main_process:
-        ckpt.load_weights(raw, folder / "best.safetensors")
+        artefacts.load_weights(raw, folder / "best.safetensors")
         summary["test"] = evaluate_into_run(raw, test_split, cols, cfg, accelerator, run, progress=progress)
     run.write_summary(summary)
     accelerator.wait_for_everyone()
     return summary
-
-
-def evaluate_into_run(model, split: SplitData, prompt_cols: Sequence[str], cfg: TrainConfig, accelerator, run: Run,
-                      save_masks: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Evaluate ``model`` on a split; write ``per_sample.csv`` and ``predictions.png``; return the summary."""
-    from echoseg.core.eval.seg import predict_and_score, save_prediction_figure, summarize
-
-    image_cache = cache_for(split, model.input_size, cfg, accelerator, progress)
-    gt_cache = cache_for(split, cfg.eval_size, cfg, accelerator, progress)
-    per_sample, examples = predict_and_score(
-        model, split.frame, image_cache, gt_cache, prompt_cols, eval_size=cfg.eval_size, threshold=cfg.threshold,
-        batch_size=cfg.batch_size, device=accelerator.device, autocast=accelerator.autocast,
-        masks_dir=run.file("masks") if save_masks and run.writer else None, progress=progress,
-    )
-    if run.writer:
-        write_csv(run.file("per_sample.csv"), per_sample)
-        save_prediction_figure(run.file("predictions.png"), examples)
-    result = summarize(per_sample)
-    result.update(threshold=cfg.threshold, eval_size=cfg.eval_size, prompts=list(prompt_cols))
-    o = result["overall"]
-    run.log(f"test: dice {o['dice_mean']:.4f}  iou {o['iou_mean']:.4f}  hd95 {o['hd95_mean']}  (n={o['n']})")
-    return result

@@ -16,7 +16,7 @@ from echoseg.core.curate.embed import model_inputs
 from echoseg.core.data.imaging import load_image, load_mask
 from echoseg.core.data.manifest import STRUCTURES, write_manifest
 from echoseg.core.data.sdm_camus import SDM_LABELS
-from echoseg.core.data.toy_sdm import write_toy_sdm_camus
+from echoseg.core.data.toy.sdm import write_toy_sdm_camus
 from echoseg.core.io import write_png
 from echoseg.core.models.unet import UNet
 

@@ -20,7 +20,7 @@ from echoseg.core.data.camus import (
 )
 from echoseg.core.data.imaging import load_image, load_mask
 from echoseg.core.data.manifest import MANIFEST_COLUMNS
-from echoseg.core.data.toy_camus import write_toy_camus
+from echoseg.core.data.toy.camus import write_toy_camus
 from echoseg.core.errors import UserError
 
 

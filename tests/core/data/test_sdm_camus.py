@@ -19,9 +19,9 @@ from echoseg.core.data.sdm_camus import (
     detect_sdm_camus,
     read_sdm_camus,
 )
-from echoseg.core.data.toy_camus import write_toy_camus
-from echoseg.core.data.toy_heart import draw_echo, sample_anatomy, to_sdm_labels
-from echoseg.core.data.toy_sdm import write_toy_sdm_camus
+from echoseg.core.data.toy.camus import write_toy_camus
+from echoseg.core.data.toy.heart import draw_echo, sample_anatomy, to_sdm_labels
+from echoseg.core.data.toy.sdm import write_toy_sdm_camus
 from echoseg.core.errors import UserError
 from echoseg.core.io import write_png
 

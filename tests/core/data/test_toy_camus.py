@@ -9,8 +9,8 @@ import pytest
 
 from echoseg.core.data.camus import parse_info_cfg
 from echoseg.core.data.imaging import load_image, load_mask
-from echoseg.core.data.toy_camus import toy_split_counts, write_toy_camus
-from echoseg.core.data.toy_heart import (
+from echoseg.core.data.toy.camus import toy_split_counts, write_toy_camus
+from echoseg.core.data.toy.heart import (
     LA,
     LV,
     MYO,
@@ -20,7 +20,7 @@ from echoseg.core.data.toy_heart import (
     sample_anatomy,
     to_sdm_labels,
 )
-from echoseg.core.data.toy_sdm import write_toy_sdm_camus
+from echoseg.core.data.toy.sdm import write_toy_sdm_camus
 
 
 def _content(root: Path) -> dict[str, object]:

@@ -13,7 +13,7 @@ from echoseg.core.data.echonet import (
     tracing_mask,
     tracing_volume,
 )
-from echoseg.core.data.toy_echonet import toy_cm_per_pixel, toy_lv_masks, write_toy_echonet
+from echoseg.core.data.toy.echonet import toy_cm_per_pixel, toy_lv_masks, write_toy_echonet
 from echoseg.core.data.video import load_video
 from echoseg.core.errors import UserError
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from echoseg.core.data.toy_echonet import toy_lv_masks, write_toy_echonet
-from echoseg.core.distill import select_videos
+from echoseg.core.data.toy.echonet import toy_lv_masks, write_toy_echonet
 from echoseg.core.distill.pseudo import build_pseudo_labels
 from echoseg.core.distill.report import report_rows
+from echoseg.core.distill.run import select_videos
 from echoseg.core.distill.train import THRESHOLDS, DistillConfig, VideoSet, epoch_plan, frame_dice, train_student
 from echoseg.core.errors import UserError
 from echoseg.core.runs import Run

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from echoseg.core.data.echonet import read_filelist
-from echoseg.core.data.toy_echonet import write_toy_echonet
+from echoseg.core.data.toy.echonet import write_toy_echonet
 from echoseg.core.data.video import load_video
 from echoseg.core.distill.pseudo import DATA_SUBDIR, build_pseudo_labels, cache_folder, cache_key
 

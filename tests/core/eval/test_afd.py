@@ -8,9 +8,9 @@ import pytest
 
 from echoseg.core.data.video import write_video
 from echoseg.core.errors import UserError
-from echoseg.core.eval.afd import afd, detect, estimate_frame, estimate_frames, marked_frames, standardise
-from echoseg.core.eval.afd_report import afd_table, evaluate_afd, select_split
-from echoseg.core.eval.areas import (
+from echoseg.core.metrics.afd import afd, detect, estimate_frame, estimate_frames, marked_frames, standardise
+from echoseg.core.metrics.afd_report import afd_table, evaluate_afd, select_split
+from echoseg.core.metrics.areas import (
     AreaSignals,
     areas_from_masks,
     load_mask_video,

@@ -14,15 +14,8 @@ import torch
 from echoseg.cli import main
 from echoseg.core.data.video import write_video
 from echoseg.core.errors import UserError
-from echoseg.core.eval.echoclip import (
-    blackout,
-    dilate_masks,
-    encode_images,
-    encode_texts,
-    frame_scores,
-    load_clip_model,
-    score_videos,
-)
+from echoseg.core.eval.echoclip import PROMPTS, blackout, dilate_masks, frame_scores, score_videos
+from echoseg.core.models.openclip import encode_images, encode_texts, load_clip_model
 
 TINY = {
     "embed_dim": 16,
@@ -56,8 +49,8 @@ def test_folder_and_arch_specs_load_the_same_weights(tiny_clip):
     a = load_clip_model(str(tiny_clip["folder"]), "cpu")
     b = load_clip_model(f"{ARCH}:{tiny_clip['weights']}", "cpu")
     assert not a.model.training
-    assert torch.allclose(encode_texts(a), encode_texts(b))
-    norms = encode_texts(a).norm(dim=-1)
+    assert torch.allclose(encode_texts(a, PROMPTS), encode_texts(b, PROMPTS))
+    norms = encode_texts(a, PROMPTS).norm(dim=-1)
     assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
     sd_saved = torch.load(tiny_clip["weights"], weights_only=True)
     for key, value in a.model.state_dict().items():
@@ -94,7 +87,7 @@ def test_dilation_blackout_and_score_formula(tiny_clip):
     frames = rng.integers(0, 256, (3, 48, 48), dtype=np.uint8)
     masks = np.zeros((3, 48, 48), np.uint8)
     masks[:, 16:32, 16:32] = 255
-    text = encode_texts(clip)
+    text = encode_texts(clip, PROMPTS)
     s0 = frame_scores(clip, frames, masks, dilate=0, batch_size=2, text=text)
     s5 = frame_scores(clip, frames, masks, dilate=5, batch_size=2, text=text)
     assert np.allclose(s0["score"], s0["wall"] + s0["nothing"] - s0["left_ventricle"])

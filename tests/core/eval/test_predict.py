@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from echoseg.core.data.echonet import read_filelist
-from echoseg.core.data.toy_echonet import write_toy_echonet
+from echoseg.core.data.toy.echonet import write_toy_echonet
 from echoseg.core.data.video import load_video
-from echoseg.core.eval.areas import areas_from_masks, load_mask_video
 from echoseg.core.eval.predict import (
     iter_video_probabilities,
     model_areas,
@@ -17,6 +16,7 @@ from echoseg.core.eval.predict import (
     teacher_info,
     to_uint8,
 )
+from echoseg.core.metrics.areas import areas_from_masks, load_mask_video
 
 
 class BrightnessTeacher:

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import cdist
 
-from echoseg.core.eval.metrics import dice_iou, hd95, segmentation_metrics, surface
-from echoseg.core.eval.seg import summarize
+from echoseg.core.metrics.seg import dice_iou, hd95, segmentation_metrics, surface
+from echoseg.core.train.evaluate import summarize
 
 
 def _square(n, y0, x0, side):

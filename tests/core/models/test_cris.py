@@ -193,7 +193,7 @@ def test_original_checkpoint_round_trip(tmp_path, tiny):
 
 
 def test_converted_folder_rebuilds_offline(tmp_path, tiny):
-    from echoseg.core.train.checkpoint import load_trained_model
+    from echoseg.core.models.artefacts import load_trained_model
 
     path = tmp_path / "cris_original.pth"
     _original_checkpoint(tiny, path)

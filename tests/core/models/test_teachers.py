@@ -16,8 +16,8 @@ from echoseg.core.models.teachers import (
     ECHONET_STD,
     build_deeplabv3,
     load_teacher,
-    teacher_prompt,
 )
+from echoseg.core.prompts.templates import lv_frame_prompt
 
 DEEPLAB_PARAMETERS = 39_633_729  # torchvision deeplabv3_resnet50, no aux head, 1 output channel
 
@@ -100,8 +100,8 @@ def test_wrong_checkpoints_are_user_errors(deeplab, tmp_path):
     ("random", "Left ventricular cavity in four-chamber view of the heart."),
     ("random:p1", "Left ventricular cavity of the heart."),
 ])
-def test_teacher_prompt(prompt, text):
-    assert teacher_prompt(prompt) == text
+def test_lv_frame_prompt(prompt, text):
+    assert lv_frame_prompt(prompt) == text
 
 
 FAST = ["--config", "tiny", "--input-size", "16", "--eval-size", "32", "--epochs", "1", "--batch-size", "8",
@@ -124,12 +124,12 @@ def trained(tmp_path_factory) -> dict[str, Path]:
 
 def test_run_teachers(trained):
     from echoseg.core.data.cache import resize_image
-    from echoseg.core.train.checkpoint import load_trained_model
+    from echoseg.core.models.artefacts import load_trained_model
 
     frames = np.random.default_rng(1).integers(0, 256, (5, 40, 30), dtype=np.uint8)
     for kind, text in (("unet", None), ("clipseg", "Left ventricular cavity in four-chamber view in the cardiac "
                                                    "ultrasound.")):
-        teacher = load_teacher(f"run:{trained[kind]}", "cpu")
+        teacher = load_teacher(f"run:{trained[kind]}", "cpu", prompt_for=lv_frame_prompt)
         assert teacher.info["prompt_text"] == text and teacher.info["model"] == kind
         probs = teacher.predict(frames, batch_size=2)
         assert probs.shape == (5, 40, 30) and probs.dtype == np.float32 and 0 <= probs.min() <= probs.max() <= 1

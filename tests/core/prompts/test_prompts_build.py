@@ -151,7 +151,7 @@ def _check_files(out: Path, res, kind: str = "camus") -> None:
 
 @pytest.mark.parametrize("layout", ["nifti", "mhd"])
 def test_toy_camus_end_to_end(tmp_path, layout):
-    from echoseg.core.data.toy_camus import write_toy_camus
+    from echoseg.core.data.toy.camus import write_toy_camus
 
     manifest = write_toy_camus(tmp_path / "data", patients=4, size=64, layout=layout, seed=1)
     res = build(tmp_path / "data", progress=False)
@@ -167,7 +167,7 @@ def test_toy_camus_end_to_end(tmp_path, layout):
 
 
 def test_missing_cfg_leaves_prompts_empty(tmp_path):
-    from echoseg.core.data.toy_camus import write_toy_camus
+    from echoseg.core.data.toy.camus import write_toy_camus
 
     write_toy_camus(tmp_path, patients=3, size=64, layout="nifti", seed=2)
     (tmp_path / "database_nifti" / "patient0002" / "Info_4CH.cfg").unlink()
@@ -179,7 +179,7 @@ def test_missing_cfg_leaves_prompts_empty(tmp_path):
 
 
 def test_splits_file_on_a_manifest(tmp_path):
-    from echoseg.core.data.toy_camus import write_toy_camus
+    from echoseg.core.data.toy.camus import write_toy_camus
 
     manifest = write_toy_camus(tmp_path, patients=3, size=64, layout="nifti", seed=0)
     write_manifest(manifest, tmp_path / "manifest.csv")
@@ -221,7 +221,7 @@ def test_published_patients_are_reproduced_end_to_end(tmp_path):
     ref = reference_dir()
     if ref is None:
         pytest.skip("published Synthetic Boost files not found (set ECHOSEG_REFERENCE)")
-    from echoseg.core.data.toy_camus import write_toy_camus
+    from echoseg.core.data.toy.camus import write_toy_camus
 
     published = json.loads((ref / "tasks" / "camus" / "test.json").read_text())
     meta = _published_metadata(published)
@@ -249,7 +249,7 @@ def test_published_patients_are_reproduced_end_to_end(tmp_path):
 
 
 def test_toy_sdm_end_to_end(tmp_path):
-    from echoseg.core.data.toy_sdm import write_toy_sdm_camus
+    from echoseg.core.data.toy.sdm import write_toy_sdm_camus
 
     manifest = write_toy_sdm_camus(tmp_path / "sdm", patients=3, copies=2, size=64, seed=0)
     res = build(tmp_path / "sdm", progress=False)
@@ -264,7 +264,7 @@ def test_toy_sdm_end_to_end(tmp_path):
     (tmp_path / "sdm" / "manifest.csv").unlink()
     bare = build(tmp_path / "sdm", progress=False)
     assert bare.missing["sex"] == len(manifest) and bare.empty["p4"] == len(manifest) and bare.empty["p3"] == 0
-    from echoseg.core.data.toy_camus import write_toy_camus
+    from echoseg.core.data.toy.camus import write_toy_camus
 
     write_toy_camus(tmp_path / "camus", patients=3, size=64, layout="nifti", seed=0)
     filled = build(tmp_path / "sdm", camus_root=tmp_path / "camus", progress=False)

@@ -98,7 +98,7 @@ def test_unknown_answers_give_empty_words(tmp_path):
 
 
 def test_build_with_vqa_shapes(tmp_path):
-    from echoseg.core.data.toy_camus import write_toy_camus
+    from echoseg.core.data.toy.camus import write_toy_camus
     from echoseg.core.prompts.build import build, schema_problems
 
     labels = ["round", "elliptical", "triangular", "square", "banana"]

@@ -16,7 +16,7 @@ SB_REGEX = r"mask_(?P<structure>\d)/(?P<stem>[^/]+)_gt\.png$"
 
 
 def per_sample(n: int = 300, seed: int = 0, shift: float = 0.0) -> pd.DataFrame:
-    """A per_sample.csv frame in the DESIGN.md layout."""
+    """A per_sample.csv frame in the layout of docs/architecture.md."""
     rng = np.random.default_rng(seed)
     ids = [f"patient{i // 3:04d}_2CH_ED_{'LV MYO LA'.split()[i % 3]}" for i in range(n)]
     return pd.DataFrame({

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from echoseg.core.errors import UserError
-from echoseg.core.synth.model import (
+from echoseg.core.models.diffusion import (
     build_scheduler,
     build_unet,
     conditioning_meta,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from echoseg.core.data.toy_heart import draw_echo, sample_anatomy, to_sdm_labels
+from echoseg.core.data.toy.heart import draw_echo, sample_anatomy, to_sdm_labels
 from echoseg.core.synth.perturb import (
     PerturbConfig,
     PerturbParams,

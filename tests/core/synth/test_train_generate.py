@@ -13,11 +13,11 @@ from echoseg.core.data.check import check_dataset
 from echoseg.core.data.imaging import load_mask
 from echoseg.core.data.manifest import write_manifest
 from echoseg.core.data.sdm_camus import read_sdm_camus
-from echoseg.core.data.toy_camus import write_toy_camus
+from echoseg.core.data.toy.camus import write_toy_camus
 from echoseg.core.errors import UserError
+from echoseg.core.models.diffusion import load_model
 from echoseg.core.runs import Run
 from echoseg.core.synth.generate import generate, plan_samples
-from echoseg.core.synth.model import load_model
 from echoseg.core.synth.train import TrainConfig, label_convention, load_pairs, train
 
 SIZE = 32

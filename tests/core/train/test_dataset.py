@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from echoseg.core.data.cache import build_cache
+from echoseg.core.data.manifest import load_split, prompt_columns
 from echoseg.core.errors import UserError
-from echoseg.core.train.dataset import SegDataset, augment_pair, epoch_batches, load_split, prompt_columns
+from echoseg.core.train.dataset import SegDataset, augment_pair, epoch_batches
 
 
 def test_prompt_columns():

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from echoseg.core.data.manifest import load_split
+from echoseg.core.models.artefacts import load_trained_model
 from echoseg.core.runs import Run, run_context
-from echoseg.core.train.checkpoint import load_trained_model
-from echoseg.core.train.dataset import load_split
 from echoseg.core.train.loop import train
 from echoseg.core.train.recipe import TrainConfig
 

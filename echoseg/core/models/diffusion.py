@@ -11,49 +11,41 @@ A trained model is a diffusers-style folder::
     model/scheduler/             scheduler_config.json (DDPMScheduler.save_pretrained)
     model/conditioning.json      echoseg's conditioning metadata (label set, channels, size, null condition)
 
-Architectures are named configs kept as data in ``configs.json`` (``tiny``, ``base``).
+Architectures are named configs kept as data in the model registry, ``configs/diffusion.json`` (``tiny``,
+``base``): each holds the ``unet`` and ``scheduler`` architecture and the ``train`` defaults of ``synth train``.
 """
 
 from __future__ import annotations
 
-import copy
-import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from echoseg.core import models
 from echoseg.core.errors import UserError
 from echoseg.core.io import read_json, write_json
-from echoseg.core.synth.perturb import NUM_CLASSES
 
-CONFIG_FILE = Path(__file__).with_name("configs.json")
+NUM_CLASSES = 5  # SDM CAMUS label maps: 0 outside the cone, 1 LV, 2 cone background, 3 MYO, 4 LA
 META_FILE = "conditioning.json"
 META_FORMAT = 1
 IMAGE_CHANNELS = 1
 LABEL_NAMES = {0: "outside cone", 1: "LV", 2: "cone background", 3: "MYO", 4: "LA"}
 
 
-def configs() -> dict[str, dict[str, Any]]:
-    """All named configs from ``configs.json``."""
-    return json.loads(CONFIG_FILE.read_text(encoding="utf-8"))
-
-
 def get_config(name: str) -> dict[str, Any]:
-    """A copy of the named config (``tiny`` or ``base``).
+    """A copy of the registry's named diffusion config (``tiny`` or ``base``).
 
     Raises:
         UserError: unknown name.
     """
-    all_cfg = configs()
-    if name not in all_cfg:
-        raise UserError(f"--config must be one of {', '.join(all_cfg)}, got {name!r}")
-    return copy.deepcopy(all_cfg[name])
+    return models.get_config("diffusion", name)
 
 
 def build_unet(unet_cfg: dict[str, Any], size: int) -> torch.nn.Module:
     """A randomly initialised conditional ``UNet2DModel`` for ``size`` x ``size`` images."""
-    from diffusers import UNet2DModel
+    from diffusers import UNet2DModel  # deferred: heavy import, loaded only when this path runs
 
     levels = len(unet_cfg["block_out_channels"])
     if size % (2 ** (levels - 1)):
@@ -65,7 +57,7 @@ def build_unet(unet_cfg: dict[str, Any], size: int) -> torch.nn.Module:
 
 def build_scheduler(sched_cfg: dict[str, Any]):
     """The training ``DDPMScheduler`` (epsilon prediction)."""
-    from diffusers import DDPMScheduler
+    from diffusers import DDPMScheduler  # deferred: heavy import, loaded only when this path runs
 
     return DDPMScheduler(prediction_type="epsilon", clip_sample=True, **sched_cfg)
 
@@ -120,15 +112,11 @@ def save_model(folder: str | Path, unet: torch.nn.Module, scheduler, meta: dict[
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.tmp")
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     unet.save_pretrained(tmp / "unet")
     scheduler.save_pretrained(tmp / "scheduler")
     write_json(tmp / META_FILE, meta)
     if folder.exists():
-        import shutil
-
         shutil.rmtree(folder)
     tmp.rename(folder)
     return folder
@@ -149,7 +137,7 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 def load_model(path: str | Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     """Load (unet, training scheduler, conditioning metadata) from a run or model folder, offline."""
-    from diffusers import DDPMScheduler, UNet2DModel
+    from diffusers import DDPMScheduler, UNet2DModel  # deferred: heavy import, loaded only when this path runs
 
     folder = resolve_model_dir(path)
     meta = read_json(folder / META_FILE)
@@ -161,3 +149,12 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     except (OSError, ValueError) as exc:
         raise UserError(f"{folder}: cannot load the model ({str(exc).splitlines()[0]})") from None
     return unet, scheduler, meta
+
+
+@models.register("diffusion")
+def build(config: dict[str, Any], weights: str | None = None, assets: Path | None = None) -> torch.nn.Module:
+    """The registry builder: a random conditional UNet of ``config`` (``size`` defaults to 64); ``weights`` may
+    name a synth-train run or model folder, whose UNet is loaded instead."""
+    if weights is not None:
+        return load_model(weights)[0]
+    return build_unet(config["unet"], int(config.get("size", 64)))

@@ -16,7 +16,7 @@ import pandas as pd
 from echoseg.core.data.camus import rule_count
 from echoseg.core.data.manifest import write_manifest
 from echoseg.core.data.sdm_camus import SDM_LABELS, read_sdm_camus
-from echoseg.core.data.toy_heart import (
+from echoseg.core.data.toy.heart import (
     PHASES,
     VIEWS,
     draw_heart,

@@ -2,7 +2,7 @@
 
 For one video and one phase the algorithm is:
 
-1. ``area[t]`` = number of mask pixels of frame ``t`` above the threshold (see :mod:`echoseg.core.eval.areas`);
+1. ``area[t]`` = number of mask pixels of frame ``t`` above the threshold (see :mod:`echoseg.core.metrics.areas`);
 2. standardise the area signal (minus its mean, over its std; a constant signal becomes all zeros);
 3. the *signed* signal is the standardised one for ES and its negation for ED, so that the frame sought
    (smallest area for ES, largest for ED) is always a minimum;

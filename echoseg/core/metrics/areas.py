@@ -15,7 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from echoseg.core.console import track
 from echoseg.core.data.echonet import normalize_name as video_key  # FileName without ".avi": one convention
+from echoseg.core.data.echonet import read_tracings, reference_frames
+from echoseg.core.data.video import load_video
 from echoseg.core.errors import UserError
 
 MASK_SUFFIXES = (".npz", ".npy", ".avi")
@@ -154,7 +157,6 @@ def load_mask_video(path: str | Path) -> np.ndarray:
     suffix = p.suffix.lower()
     try:
         if suffix == ".avi":
-            from echoseg.core.data.video import load_video
 
             arr = load_video(p)
         elif suffix == ".npy":
@@ -188,7 +190,6 @@ def areas_from_masks(
     Returns:
         The curves of the videos that have a mask file, and the names that have none.
     """
-    from echoseg.core.console import track
 
     folder = Path(folder)
     keys = list_mask_videos(folder) if names is None else [video_key(n) for n in names]
@@ -229,7 +230,6 @@ def read_reference_csv(path: str | Path) -> dict[str, tuple[int, int]]:
 
 def references_from_tracings(root: str | Path) -> dict[str, tuple[int, int]]:
     """``{video key: (ED, ES)}`` from EchoNet-Dynamic VolumeTracings.csv (ED = the larger traced area)."""
-    from echoseg.core.data.echonet import read_tracings, reference_frames
 
     out: dict[str, tuple[int, int]] = {}
     for name, tracing in read_tracings(root).items():

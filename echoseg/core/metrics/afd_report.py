@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from echoseg.core.errors import UserError
-from echoseg.core.eval.afd import NO_REFERENCE, afd, detect
-from echoseg.core.eval.areas import AreaSignals, video_key
+from echoseg.core.io import save_figure, write_csv
+from echoseg.core.metrics.afd import NO_REFERENCE, afd, detect
+from echoseg.core.metrics.areas import AreaSignals, video_key
 
 SPLITS = ("TRAIN", "VAL", "TEST", "ALL")
 TABLE_COLUMNS = [
@@ -152,12 +153,11 @@ def sample_videos(table: pd.DataFrame, n: int = 8) -> list[str]:
 
 def plot_area_curves(path: str | Path, table: pd.DataFrame, areas: AreaSignals, names: list[str]) -> None:
     """Save a grid of area curves with reference (solid) and estimated (dashed) ED (red) and ES (blue) frames."""
-    import matplotlib
+    import matplotlib  # deferred: heavy import, loaded only when this path runs
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: heavy import, loaded only when this path runs
 
-    from echoseg.core.io import save_figure
 
     rows = table.set_index("FileName")
     where = areas.index()
@@ -186,7 +186,6 @@ def plot_area_curves(path: str | Path, table: pd.DataFrame, areas: AreaSignals, 
 
 def write_afd_report(run, table: pd.DataFrame, summary: dict[str, Any], areas: AreaSignals, plot: int = 8) -> None:
     """Write per_video.csv, summary.json and area_curves.png into ``run`` (an echoseg Run)."""
-    from echoseg.core.io import write_csv
 
     write_csv(run.file("per_video.csv"), table)
     if len(table):

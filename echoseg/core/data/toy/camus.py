@@ -25,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import SimpleITK as sitk
 
-from echoseg.core.data.toy_heart import VIEWS, draw_heart, lv_volume_ml, render_echo, sample_anatomy, sample_patient
+from echoseg.core.data.camus import read_camus
+from echoseg.core.data.toy.heart import VIEWS, draw_heart, lv_volume_ml, render_echo, sample_anatomy, sample_patient
 
 LAYOUTS = ("nifti", "mhd")
 FRAME_RATE = 50
@@ -45,7 +47,6 @@ def _spacing_mm(size: int) -> float:
 
 
 def _write_itk(path: Path, array: np.ndarray, spacing: float, ndim: int) -> None:
-    import SimpleITK as sitk
 
     arr = np.ascontiguousarray(array)
     if arr.ndim == 2 and ndim == 3:
@@ -138,7 +139,6 @@ def write_toy_camus(
     About 20 % of the patients are official test patients (``database_split/subgroup_testing.txt`` or the
     legacy ``testing/`` folder) and, in the nifti layout, about 20 % are listed in ``subgroup_validation.txt``.
     """
-    from echoseg.core.data.camus import read_camus
 
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
