@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
+import fcntl
 import json
 import os
 import re
 import shutil
+import socket
 import sys
 import traceback
 from collections.abc import Iterator
@@ -29,7 +32,8 @@ from echoseg.core.errors import UserError
 from echoseg.core.io import read_json, sha256_file, to_json, write_json, write_text
 
 STATUSES = ("running", "completed", "failed", "interrupted")
-RUN_FILES = ("run.json", "log.txt", "metrics.jsonl", "summary.json")
+LOCK_FILE = ".echoseg.lock"
+RUN_FILES = ("run.json", "log.txt", "metrics.jsonl", "summary.json", LOCK_FILE)
 DEFAULT_ROOT = "runs"
 
 
@@ -44,7 +48,7 @@ def is_main_process() -> bool:
 
 
 def default_run_dir(group: str, verb: str | None, name: str | None = None, root: str | Path = DEFAULT_ROOT) -> Path:
-    """``runs/<group>-<verb>/<UTC yyyymmdd-HHMMSS>_<name>``, made unique if that second is taken."""
+    """``runs/<group>-<verb>/<UTC yyyymmdd-HHMMSS>_<name>``, made unique if that second is taken (not created)."""
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     label = "-".join(p for p in (group, verb) if p)
     leaf = f"{stamp}_{_safe_name(name)}" if name else stamp
@@ -54,6 +58,69 @@ def default_run_dir(group: str, verb: str | None, name: str | None = None, root:
         path = base.with_name(f"{base.name}-{k}")
         k += 1
     return path
+
+
+def _claim_default_dir(group: str, verb: str | None, name: str | None, root: str | Path) -> Path:
+    """Create a fresh default run directory with an exclusive mkdir (two commands in one second get two)."""
+    while True:
+        path = default_run_dir(group, verb, name, root)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:  # taken between the check and the mkdir: pick the next name
+            continue
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<run>/.echoseg.lock``, held by the process writing the run for its whole life.
+
+    The kernel drops the lock when its process dies, however it dies, so a lock left by a killed process is
+    never in force: the next claimant takes it over (``--resume`` works after ``kill -9``). The file names its
+    holder (pid, host, time) for the error a second claimant gets.
+    """
+
+    def __init__(self, fd: int, path: Path, stale: str | None = None) -> None:
+        self.fd = fd
+        self.path = path
+        self.stale = stale
+
+    @classmethod
+    def acquire(cls, run_dir: Path, option: str) -> RunLock:
+        """Lock ``run_dir`` or raise UserError naming the run and the process holding it."""
+        lock_path = run_dir / LOCK_FILE
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UserError(f"{option} {run_dir}: cannot create {LOCK_FILE} ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _read_holder(fd)
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise UserError(f"{option} {run_dir}: the run directory is in use by another echoseg process "
+                                f"({holder or 'unknown holder'}); wait for it or choose another directory") from None
+            raise UserError(f"{option} {run_dir}: cannot lock {LOCK_FILE} ({exc.strerror})") from None
+        stale = _read_holder(fd) or None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {utc_now()}\n".encode(), 0)
+        return cls(fd, lock_path, stale)
+
+    def release(self) -> None:
+        """Drop the lock (the file stays: unlinking it could let two claimants lock two different files)."""
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+                os.close(self.fd)
+            self.fd = -1
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        return os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
 
 
 def _safe_name(name: str) -> str:
@@ -87,11 +154,13 @@ def _describe_one(value: Any) -> dict[str, Any]:
 class Run:
     """A run directory being written by a command."""
 
-    def __init__(self, path: Path, record: dict[str, Any], *, fresh: bool, writer: bool = True):
+    def __init__(self, path: Path, record: dict[str, Any], *, fresh: bool, writer: bool = True,
+                 lock: RunLock | None = None):
         self.path = Path(path)
         self.record = record
         self.fresh = fresh
         self.writer = writer
+        self.lock = lock
 
     # ----------------------------------------------------------------- creation
     @classmethod
@@ -108,15 +177,31 @@ class Run:
         argv: list[str] | None = None,
         root: str | Path = DEFAULT_ROOT,
     ) -> Run:
-        """Create a new run directory; refuse an ``out`` that exists and is not empty."""
+        """Create a new run directory and claim it; refuse an ``out`` that exists and is not empty.
+
+        The claim is atomic: an exclusive lock on ``.echoseg.lock`` inside the directory, held until
+        :meth:`close`, so of two processes given the same ``--out`` exactly one gets it and the other exits 2.
+        """
+        writer = is_main_process()
         path = Path(out) if out is not None else default_run_dir(group, verb, name, root)
         if path.exists() and not path.is_dir():
             raise UserError(f"--out {path} exists and is not a directory")
-        if path.is_dir() and any(path.iterdir()):
-            raise UserError(
-                f"--out {path} exists and is not empty; choose a new directory "
-                "(or --resume it if the command supports it)"
-            )
+        lock = None
+        if writer:
+            if out is None:
+                path = _claim_default_dir(group, verb, name, root)
+            else:
+                try:
+                    path.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise UserError(f"--out {path}: cannot create the directory ({exc.strerror})") from None
+            lock = RunLock.acquire(path, "--out")
+            if any(p.name != LOCK_FILE for p in path.iterdir()):
+                lock.release()
+                raise UserError(
+                    f"--out {path} exists and is not empty; choose a new directory "
+                    "(or --resume it if the command supports it)"
+                )
         record = {
             "command": " ".join(p for p in (group, verb) if p),
             "argv": list(argv if argv is not None else sys.argv),
@@ -129,10 +214,8 @@ class Run:
             "environment": environment(),
             "resumed": [],
         }
-        writer = is_main_process()
-        run = cls(path, record, fresh=True, writer=writer)
+        run = cls(path, record, fresh=True, writer=writer, lock=lock)
         if writer:
-            path.mkdir(parents=True, exist_ok=True)
             run._save()
             (path / "log.txt").touch()
         return run
@@ -168,11 +251,15 @@ class Run:
                 "previous_status": record.get("status"),
             }
         )
+        writer = is_main_process()
+        lock = RunLock.acquire(path, "--resume") if writer else None
         record["status"] = "running"
         record["finished"] = None
-        run = cls(path, record, fresh=False, writer=is_main_process())
+        run = cls(path, record, fresh=False, writer=writer, lock=lock)
         if run.writer:
             run._save()
+            if lock is not None and lock.stale:
+                run.log(f"took over the lock of a process that no longer runs ({lock.stale})")
         return run
 
     @classmethod
@@ -256,6 +343,12 @@ class Run:
             self.record.pop("error", None)
         self._save()
 
+    def close(self) -> None:
+        """Release the run directory's lock (the run stays as it is)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
     def has_artefacts(self) -> bool:
         """Whether the run holds anything beyond its bookkeeping files."""
         if not self.path.is_dir():
@@ -281,6 +374,7 @@ def run_context(run: Run) -> Iterator[Run]:
             with open(run.path / "log.txt", "a", encoding="utf-8") as f:
                 f.write(f"{utc_now()} error: {exc}\n")
         if run.fresh and run.writer and not run.has_artefacts():
+            run.close()
             shutil.rmtree(run.path, ignore_errors=True)
         else:
             run.finish("failed", str(exc))
@@ -293,3 +387,5 @@ def run_context(run: Run) -> Iterator[Run]:
         raise
     else:
         run.finish("completed")
+    finally:
+        run.close()
