@@ -80,7 +80,8 @@ def test_stale_lock_of_a_killed_process_is_taken_over_by_resume(tmp_path):
 
 def test_concurrent_commands_with_the_same_out_never_both_succeed(tmp_path):
     out = tmp_path / "toy"
-    cmd = [sys.executable, "-m", "echoseg", "data", "toy", "camus", "--patients", "3", "--size", "32", "--out", str(out)]
+    cmd = [sys.executable, "-m", "echoseg", "data", "toy", "camus", "--patients", "3", "--size", "32",
+           "--out", str(out)]
     procs = [subprocess.Popen([*cmd, "--seed", str(seed)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for seed in (1, 2)]
     results = [(p.wait(timeout=240), *p.communicate()) for p in procs]
