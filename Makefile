@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all demo bench lint clean
+.PHONY: install test test-slow test-all demo bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -14,10 +14,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+# the fast suite (under 4 minutes on 2 CPU cores); slow end-to-end tests carry @pytest.mark.slow
+test: lint
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m 'not slow'
 
-test-all: $(STAMP)
+test-slow: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow
+
+test-all: lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m ''
 
 demo: $(STAMP)
@@ -27,6 +31,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/run_all.py --timeout 5400
 
 lint: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check echoseg tests bench
 
 clean:

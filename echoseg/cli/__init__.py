@@ -14,8 +14,22 @@ import traceback
 import typer
 
 from echoseg import __version__
+from echoseg.cli import (
+    _offline,  # noqa: F401 - first: sets HF_HUB_OFFLINE before any hub library is imported
+    curate,
+    data,
+    distill,
+    models,
+    prompts,
+    report,
+    stats,
+    synth,
+    train,
+)
+from echoseg.cli import eval as evaluate
 from echoseg.core.console import console, set_progress
 from echoseg.core.errors import UserError
+from echoseg.core.hub import apply_offline_default
 
 app = typer.Typer(
     name="echoseg",
@@ -39,23 +53,27 @@ def _version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Never show progress bars."),
+    allow_download: bool = typer.Option(  # noqa: ARG001 - read from argv before any import (echoseg.core.hub)
+        False, "--allow-download", help="Let Hugging Face ids that are not cached be downloaded (also "
+        "ECHOSEG_ALLOW_DOWNLOAD=1); without it echoseg is offline (HF_HUB_OFFLINE=1)."),
 ) -> None:
     """Synthetic data for vision-language segmentation of echocardiography."""
     set_progress(False if no_progress else None)
 
 
-# (module, group name); a group is registered once its module exists in the package.
+# The command groups and single commands, in the order `echoseg --help` lists them: (module, group name or None for
+# a single command such as `echoseg train`). A module missing from the package is an ImportError here.
 GROUPS = [
-    ("data", "data"),
-    ("prompts", "prompts"),
-    ("synth", "synth"),
-    ("curate", None),
-    ("train", None),
-    ("distill", None),
-    ("eval", "eval"),
-    ("stats", "stats"),
-    ("models", "models"),
-    ("report", None),
+    (data, "data"),
+    (prompts, "prompts"),
+    (synth, "synth"),
+    (curate, None),
+    (train, None),
+    (distill, None),
+    (evaluate, "eval"),
+    (stats, "stats"),
+    (models, "models"),
+    (report, None),
 ]
 
 
@@ -87,12 +105,7 @@ def _reflow_help(t) -> None:
 
 
 def _register() -> None:
-    import importlib.util
-
-    for module, group in GROUPS:
-        if importlib.util.find_spec(f"echoseg.cli.{module}") is None:
-            continue
-        mod = importlib.import_module(f"echoseg.cli.{module}")
+    for mod, group in GROUPS:
         for sub in _typers(getattr(mod, "app", None)):
             _reflow_help(sub)
         if group is None:  # a single command (echoseg train, echoseg distill)
@@ -101,8 +114,26 @@ def _register() -> None:
             app.add_typer(mod.app, name=group)
 
 
+def _flags_without_type() -> None:
+    """Show no value type after a flag in --help: recent Typer labels every flag (``--help`` included) ``<bool>``
+    in its rich help panels although a flag takes no value (its plain help already leaves flags out)."""
+    option = getattr(importlib.import_module("typer.core"), "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None or getattr(shown, "flags_without_type", False):
+        return  # an older Typer, which shows no type for flags, or already done
+
+    def display_type_rich(self, ctx):
+        if getattr(self, "is_flag", False) or getattr(self, "count", False):
+            return None
+        return shown(self, ctx)
+
+    display_type_rich.flags_without_type = True
+    option.display_type_rich = display_type_rich
+
+
 _register()
 _reflow_help(app)
+_flags_without_type()
 
 
 def _click_exceptions() -> tuple[tuple, tuple, tuple]:
@@ -139,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (never raises)."""
     if argv is not None:
         sys.argv = ["echoseg", *argv]
+    apply_offline_default(sys.argv[1:])
     try:
         signal.signal(signal.SIGTERM, _sigterm)
     except ValueError:  # not in the main thread

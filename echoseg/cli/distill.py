@@ -21,6 +21,7 @@ from echoseg.cli.options import (
     open_run,
     resolve,
 )
+from echoseg.core.config import resumed_config
 from echoseg.core.distill.run import distill as run_distill
 from echoseg.core.distill.run import select_rows, select_videos
 from echoseg.core.distill.train import DistillConfig
@@ -35,7 +36,8 @@ _EPILOG = """Chain (bash):
 
   KD=$(echoseg distill --teacher deeplabv3:deeplabv3_resnet50_random.pt --data $SYN --eval-data $ECHONET --half-res)
 """
-RESUMABLE = {"resume", "epochs", "device", "out"}
+# Options a resumed run may change, in the order its error message lists them.
+RESUMABLE = ("epochs", "device")
 
 
 def distill(
@@ -88,7 +90,8 @@ def distill(
     Example: echoseg distill --teacher run:runs/train/unet --data toy/echonet --blocks 2 --epochs 5
     """
     if resume is not None:
-        cfg = _resumed_config(ctx, resume)
+        cfg = resumed_config(resume, "distill", explicit_params(ctx), ctx.params, RESUMABLE,
+                             requires=("teacher", str, "distillation"))
     else:
         cfg = resolve(ctx, config, sets)
         for key in ("data", "val_data", "eval_data"):
@@ -111,25 +114,6 @@ def distill(
     with run_context(run):
         run_distill(dc, run)
     emit_run_path(run.path)
-
-
-def _resumed_config(ctx: typer.Context, resume: Path) -> dict:
-    from echoseg.core.runs import Run
-
-    record = Run.load(resume)
-    if record.get("command") != "distill":
-        raise UserError(f"--resume {resume}: that run is '{record.get('command')}', not 'distill'")
-    cfg = dict(record.get("config") or {})
-    if "teacher" not in cfg:
-        raise UserError(f"--resume {resume}: run.json has no distillation configuration")
-    extra = sorted(explicit_params(ctx) - RESUMABLE)
-    if extra:
-        names = ", ".join("--" + e.replace("_", "-") for e in extra)
-        raise UserError(f"--resume takes the run's own options; drop {names} (only --epochs and --device may change)")
-    for key in ("epochs", "device"):
-        if key in explicit_params(ctx):
-            cfg[key] = ctx.params[key]
-    return cfg
 
 
 def register(app: typer.Typer) -> None:

@@ -7,8 +7,17 @@ from typing import Annotated
 
 import typer
 
-from echoseg.cli.options import ConfigOpt, DeviceOpt, NameOpt, OutOpt, SetOpt, emit_run_path, open_run, resolve
-from echoseg.core.errors import UserError, require_dir
+from echoseg.cli.options import (
+    ConfigOpt,
+    DeviceOpt,
+    NameOpt,
+    OutOpt,
+    PrecisionOpt,
+    SetOpt,
+    emit_run_path,
+    open_run,
+    resolve,
+)
 from echoseg.core.runs import run_context
 
 app = typer.Typer(help="Evaluate segmentations: Dice/IoU/HD95 of a trained run, aFD of ED/ES detection, "
@@ -19,73 +28,22 @@ DataOpt = Annotated[Path, typer.Option("--data", help="EchoNet-Dynamic folder (F
                                        "Videos/).")]
 
 
-DEFAULT_THRESHOLD = "default: 127 for integer masks (0..255), 0.5 for float and boolean masks"
-
 RunOpt = Annotated[Path | None, typer.Option(
     "--run", help="A segmentation run (echoseg train) or a distillation run (echoseg distill, its student): "
     "labels every frame.")]
 TeacherOpt = Annotated[str | None, typer.Option(
     "--teacher", help="deeplabv3:CKPT (EchoNet-Dynamic DeepLabv3 checkpoint) or run:TRAIN_RUN: labels every frame.")]
-MeanOpt = Annotated[list[float] | None, typer.Option(
-    "--mean", help="deeplabv3 teacher input mean on 0..255 levels: once, or 3 times for R, G, B (default: "
-    "EchoNet-Dynamic's 32.09 32.59 33.38).")]
-StdOpt = Annotated[list[float] | None, typer.Option(
-    "--std", help="deeplabv3 teacher input std on 0..255 levels: once, or 3 times for R, G, B (default: "
-    "EchoNet-Dynamic's 50.13 50.49 51.35).")]
+MeanOpt = Annotated[list[str] | None, typer.Option(
+    "--mean", help="deeplabv3 teacher input mean on 0..255 levels: once, or 3 times for R, G, B, or auto (the "
+    "--data videos' own per-channel statistics). Default: EchoDFKD's constants, EchoNet-Dynamic's training-set "
+    "statistics 32.09 32.59 33.38.")]
+StdOpt = Annotated[list[str] | None, typer.Option(
+    "--std", help="deeplabv3 teacher input std on 0..255 levels: once, or 3 times for R, G, B, or auto (as "
+    "--mean). Default: EchoDFKD's constants, EchoNet-Dynamic's training-set statistics 50.13 50.49 51.35.")]
 SaveMasksOpt = Annotated[bool, typer.Option(
     "--save-masks", help="With --run/--teacher: write the LV probabilities as masks/<FileName>.npz (uint8 0..255; "
     "reusable with --masks).")]
 ModelBatchOpt = Annotated[int, typer.Option("--batch-size", help="Frames per forward pass.")]
-
-
-def _sources(cfg: dict, names: tuple[str, ...]) -> str:
-    """The one input among ``names`` (config keys) that is given; UserError naming the options otherwise."""
-    opt = {"run_dir": "--run"}
-    given = [n for n in names if cfg.get(n) is not None]
-    if len(given) != 1:
-        listed = " | ".join(opt.get(n, f"--{n}") for n in names)
-        got = ", ".join(opt.get(n, f"--{n}") for n in given) or "none"
-        raise UserError(f"give exactly one of {listed} (got {got})")
-    return given[0]
-
-
-def _load_model_teacher(cfg: dict):
-    """Load the teacher named by --run or --teacher (None when neither is given); validates --mean/--std."""
-    from echoseg.core.models.teachers import load_teacher
-    from echoseg.core.prompts.templates import lv_frame_prompt
-
-    mean, std = cfg.get("mean") or None, cfg.get("std") or None
-    if cfg.get("run_dir") is not None:
-        if mean is not None or std is not None:
-            raise UserError("--mean/--std apply to a deeplabv3 --teacher only (a run uses its model's own)")
-        require_dir(cfg["run_dir"], "--run")
-        return load_teacher(f"run:{cfg['run_dir']}", cfg["device"], option="--run", prompt_for=lv_frame_prompt)
-    if cfg.get("teacher") is not None:
-        if not str(cfg["teacher"]).startswith("deeplabv3:") and (mean is not None or std is not None):
-            raise UserError("--mean/--std apply to a deeplabv3 --teacher only (a run uses its model's own)")
-        return load_teacher(cfg["teacher"], cfg["device"], mean=mean, std=std, prompt_for=lv_frame_prompt)
-    if mean is not None or std is not None:
-        raise UserError("--mean/--std apply to a deeplabv3 --teacher only")
-    return None
-
-
-def _teacher_summary(teacher, filelist) -> dict:
-    from echoseg.core.eval.predict import teacher_info
-
-    h = w = None
-    if len(filelist):
-        fh, fw = filelist["FrameHeight"].iloc[0], filelist["FrameWidth"].iloc[0]
-        if fh == fh and fw == fw and fh > 0 and fw > 0:  # not NaN
-            h, w = int(fh), int(fw)
-    return teacher_info(teacher, h, w)
-
-
-def _references(data: Path, reference: str) -> tuple[dict[str, tuple[int, int]], str]:
-    from echoseg.core.metrics.areas import read_reference_csv, references_from_tracings
-
-    if reference == "tracings":
-        return references_from_tracings(data), "VolumeTracings.csv (larger traced area = ED)"
-    return read_reference_csv(reference), str(Path(reference).resolve())
 
 
 @app.command("afd")
@@ -136,63 +94,15 @@ def afd(
 
     Example: echoseg eval afd --data EchoNet-Dynamic --teacher deeplabv3:deeplabv3_resnet50_random.pt --save-masks
     """
-    from echoseg.core.data.echonet import read_filelist
-    from echoseg.core.metrics.afd_report import evaluate_afd, select_split, write_afd_report
-    from echoseg.core.metrics.areas import areas_from_masks, list_mask_videos, read_areas_csv
+    from echoseg.core.eval.afd import EvalAfdConfig, load_afd_inputs, run_afd
 
     cfg = resolve(ctx, config, sets)
-    source = _sources(cfg, ("masks", "areas", "run_dir", "teacher"))
-    if source == "areas" and cfg["threshold"] is not None:
-        raise UserError("--threshold applies to --masks, --run and --teacher only (an areas CSV holds areas already)")
-    model_driven = source in ("run_dir", "teacher")
-    if cfg["save_masks"] and not model_driven:
-        raise UserError("--save-masks applies to --run and --teacher only")
-    if model_driven and cfg["threshold"] is not None and not 0 < cfg["threshold"] < 1:
-        raise UserError(f"--threshold must be a probability in (0, 1) with --run/--teacher, got {cfg['threshold']}")
-    if cfg["batch_size"] < 1:
-        raise UserError(f"--batch-size must be >= 1, got {cfg['batch_size']}")
-    require_dir(cfg["data"], "--data")
-    filelist = select_split(read_filelist(cfg["data"]), cfg["split"])
-    refs, ref_source = _references(Path(cfg["data"]), cfg["reference"])
-    signals = None
-    if source == "areas":
-        signals = read_areas_csv(cfg["areas"])
-    elif source == "masks":
-        require_dir(cfg["masks"], "--masks")
-    model = _load_model_teacher(cfg)
-    inputs = {"data": cfg["data"], "areas": cfg["areas"], "masks": cfg["masks"], "run": cfg["run_dir"]}
-    if cfg["reference"] != "tracings":
-        inputs["reference"] = cfg["reference"]
-    run = open_run("eval", "afd", cfg, out=out, name=name, inputs=inputs)
+    ac = EvalAfdConfig.from_dict(cfg)
+    ac.validate()
+    inputs = load_afd_inputs(ac)
+    run = open_run("eval", "afd", cfg, out=out, name=name, inputs=ac.inputs())
     with run_context(run):
-        available = None
-        info = {"split": cfg["split"].upper(), "reference": ref_source}
-        if source == "masks":
-            signals, _ = areas_from_masks(cfg["masks"], list(filelist["FileName"]), cfg["threshold"])
-            available = list_mask_videos(cfg["masks"])
-        elif model_driven:
-            from echoseg.core.eval.predict import model_areas
-
-            thr = model.threshold if cfg["threshold"] is None else cfg["threshold"]
-            run.log(f"labelling {len(filelist)} video(s) with {model.name} on {model.device}")
-            signals, _ = model_areas(model, cfg["data"], list(filelist["FileName"]), threshold=thr,
-                                     batch_size=cfg["batch_size"],
-                                     save_dir=run.file("masks") if cfg["save_masks"] else None)
-            info.update(teacher=_teacher_summary(model, filelist), threshold=thr,
-                        areas_from="pixels with LV probability > threshold, every frame")
-            if cfg["save_masks"]:
-                info["masks_dir"] = str(run.file("masks").resolve())
-        if source == "areas":
-            info["areas_csv"] = str(Path(cfg["areas"]).resolve())
-        elif source == "masks":
-            info["masks_dir"] = str(Path(cfg["masks"]).resolve())
-            info["threshold"] = cfg["threshold"] if cfg["threshold"] is not None else DEFAULT_THRESHOLD
-        table, summary = evaluate_afd(signals, filelist, refs, available=available, info=info)
-        write_afd_report(run, table, summary, signals)
-        run.log(f"aFD over {summary['videos_evaluated']} video(s): ED {summary['aFD_ED_frames']:.2f} frames "
-                f"({summary['aFD_ED_ms']:.1f} ms), ES {summary['aFD_ES_frames']:.2f} frames "
-                f"({summary['aFD_ES_ms']:.1f} ms); {summary['videos_without_reference']} without reference, "
-                f"{summary['videos_without_areas']} without areas")
+        run_afd(ac, run, inputs)
     emit_run_path(run.path)
 
 
@@ -237,59 +147,52 @@ def echoclip(
 
     Example: echoseg eval echoclip --data toy/echonet --masks masks/ --clip-model hf-hub:mkaichristensen/echo-clip
     """
-    from echoseg.core.eval.echoclip import score_videos
-    from echoseg.core.models.openclip import load_clip_model
-    from echoseg.core.io import write_csv
+    from echoseg.core.eval.echoclip import EvalEchoclipConfig, load_echoclip_inputs, run_echoclip
 
     cfg = resolve(ctx, config, sets)
-    source = _sources(cfg, ("masks", "run_dir", "teacher"))
-    require_dir(cfg["data"], "--data")
-    require_dir(Path(cfg["data"]) / "Videos", "--data Videos folder")
-    if source == "masks":
-        require_dir(cfg["masks"], "--masks")
-    if cfg["dilate"] < 0:
-        raise UserError(f"--dilate must be >= 0, got {cfg['dilate']}")
-    if cfg["batch_size"] < 1:
-        raise UserError(f"--batch-size must be >= 1, got {cfg['batch_size']}")
-    names = None
-    filelist = None
-    if source != "masks" or cfg["split"].upper() != "ALL":
-        from echoseg.core.data.echonet import read_filelist
-        from echoseg.core.metrics.afd_report import select_split
-
-        filelist = select_split(read_filelist(cfg["data"]), cfg["split"])
-        names = list(filelist["FileName"])
-    model = _load_model_teacher(cfg)
-    clip = load_clip_model(cfg["clip_model"], cfg["device"])
-    run = open_run("eval", "echoclip", cfg, out=out, name=name,
-                   inputs={"data": cfg["data"], "masks": cfg["masks"], "run": cfg["run_dir"]})
+    ec = EvalEchoclipConfig.from_dict(cfg)
+    ec.validate()
+    inputs = load_echoclip_inputs(ec)
+    run = open_run("eval", "echoclip", cfg, out=out, name=name, inputs=ec.inputs())
     with run_context(run):
-        masks_dir = cfg["masks"]
-        extra = {}
-        if model is not None:
-            from echoseg.core.eval.predict import iter_video_probabilities
-
-            masks_dir = run.file("masks")
-            run.log(f"labelling {len(names)} video(s) with {model.name} on {model.device}")
-            for _ in iter_video_probabilities(model, cfg["data"], names, batch_size=cfg["batch_size"],
-                                              save_dir=masks_dir):
-                pass
-            extra = {"teacher": _teacher_summary(model, filelist), "masks_dir": str(masks_dir.resolve()),
-                     "masks": "LV probabilities as uint8 round(255 p); scored pixels: above 127 (p >= 0.5)"}
-        table, summary = score_videos(clip, cfg["data"], masks_dir, names=names, dilate=cfg["dilate"],
-                                      batch_size=cfg["batch_size"])
-        summary.update(extra)
-        write_csv(run.file("per_video.csv"), table)
-        run.write_summary(summary)
-        run.log(f"CLIP mask score over {summary['videos_scored']} video(s): mean {summary['score_mean']:.4f}; "
-                f"{summary['videos_without_video']} without video")
+        run_echoclip(ec, run, inputs)
     emit_run_path(run.path)
 
 
-def _register_seg() -> None:
-    from echoseg.cli.eval_seg import seg
+@app.command("seg")
+def seg(
+    ctx: typer.Context,
+    run: Annotated[Path, typer.Option("--run", help="A training run (echoseg train).")],
+    data: Annotated[Path, typer.Option("--data", help="Prompts run (manifest.csv with prompt columns).")],
+    split: Annotated[str, typer.Option("--split", help="Split to evaluate: train|val|test.")] = "test",
+    prompt: Annotated[str | None, typer.Option(
+        "--prompt", help="p0..p7, p1_b..p7_b, random[:pK] (both variants); default: the training prompt.")] = None,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best or last.")] = "best",
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Mask threshold (default: the run's).")]
+    = None,
+    eval_size: Annotated[int | None, typer.Option("--eval-size", help="Side of the scored masks (default 512).")]
+    = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Samples per forward pass.")] = None,
+    save_masks: Annotated[bool, typer.Option("--save-masks", help="Write predicted masks to masks/*.png.")] = False,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Where preprocessed caches go.")] = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "no",
+    out: OutOpt = None,
+    name: NameOpt = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Evaluate a trained run: per_sample.csv, summary.json and predictions.png in a new run directory.
 
-    app.command("seg")(seg)
+    Example: echoseg eval seg --run runs/train/20240101-000000 --data runs/prompts-build/camus --prompt p4
+    """
+    from echoseg.core.eval.seg import EvalSegConfig, load_seg_split, run_seg
 
-
-_register_seg()
+    cfg = resolve(ctx, config, sets)
+    sc = EvalSegConfig.from_dict(cfg)
+    sc.validate()
+    rows = load_seg_split(sc)
+    target = open_run("eval", "seg", cfg, out=out, name=name, inputs=sc.inputs())
+    with run_context(target):
+        run_seg(sc, target, rows)
+    emit_run_path(target.path)

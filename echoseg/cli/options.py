@@ -53,8 +53,15 @@ def config_from(
 
 
 def emit_run_path(path: Path) -> None:
-    """Print the run directory on stdout: the only thing a command prints there."""
-    typer.echo(str(path))
+    """Print the run directory on stdout: the only thing a command prints there.
+
+    Under a multi-process launch (`accelerate launch`, torchrun; one or several machines) only the main process
+    (global rank 0) prints, so a job's stdout holds the run path once, however many processes it ran.
+    """
+    from echoseg.core.runs import is_main_process
+
+    if is_main_process():
+        typer.echo(str(path))
 
 
 def resolve(
@@ -77,6 +84,7 @@ def open_run(
     """Create (or, with ``resume``, reopen) the command's run directory; validate inputs before this."""
     import os
 
+    from echoseg.core.env import launch_mismatch
     from echoseg.core.errors import UserError
     from echoseg.core.runs import Run
 
@@ -90,7 +98,11 @@ def open_run(
                           argv=argv())
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return _open()
+        run = _open()
+        warning = launch_mismatch()
+        if warning:  # `accelerate launch --num_processes N` that started one process: say so, once, on stderr
+            run.log(f"warning: {warning}", style="yellow")
+        return run
     # Under `accelerate launch` / torchrun: the main process creates the run, the others attach read-only.
     if out is None and resume is None:
         raise UserError("under a multi-process launch give --out (every process must use the same run directory)")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from echoseg.cli.options import NameOpt, OutOpt, emit_run_path, open_run, resolve
+from echoseg.cli.options import ConfigOpt, NameOpt, OutOpt, SetOpt, emit_run_path, open_run, resolve
 from echoseg.core.runs import run_context
 
 
@@ -17,6 +17,8 @@ def report(
         help="Finished runs: train, eval seg, stats wilcoxon, eval afd, distill.")],
     out: OutOpt = None,
     name: NameOpt = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
 ) -> None:
     """Summarise finished runs like the papers do.
 
@@ -27,45 +29,31 @@ def report(
 
     Example: echoseg report runs/train/* runs/stats-wilcoxon/* runs/eval-afd/*
     """
+    from rich.console import Console
+
     from echoseg.core.console import console
     from echoseg.core.io import save_figure, write_json, write_text
-    from echoseg.core.report.summary import collect, figure, markdown
+    from echoseg.core.report.summary import collect, figure, markdown, provenance, rich_table
 
     tables = collect(runs)
-    cfg = resolve(ctx, exclude=("runs",))
+    note = provenance(runs)
+    cfg = resolve(ctx, config, sets, exclude=("runs",))
     cfg["runs"] = [str(r) for r in runs]
     run = open_run("report", None, cfg, out=out, name=name, inputs={"runs": [str(r) for r in runs]})
     with run_context(run):
-        for key, df in tables.items():
-            if not df.empty:
-                console.print(_rich_table(key, df))
-        write_text(run.file("summary.md"), markdown(tables) + "\n")
-        write_json(run.file("summary.json"), {k: v.to_dict(orient="records") for k, v in tables.items()})
+        shown = [key for key, df in tables.items() if not df.empty]
+        # redirected stderr (a log file) is read wider than the 80 columns rich assumes without a terminal
+        wide = console if console.is_terminal else Console(stderr=True, width=140, highlight=False)
+        for key in shown:
+            wide.print(rich_table(key, tables[key]))
+        if note:
+            wide.print(note, style="yellow", markup=False, soft_wrap=True)
+        write_text(run.file("summary.md"), markdown(tables, note) + "\n")
+        write_json(run.file("summary.json"), {**{k: v.to_dict(orient="records") for k, v in tables.items()},
+                                              "note": note})
         save_figure(run.file("figure.png"), figure(tables))
         run.log(f"summary of {len(runs)} run(s): {run.path / 'summary.md'}")
     emit_run_path(run.path)
-
-
-_SHOWN = {
-    "segmentation": ("model", "strategy", "prompt", "dice_LV", "dice_MYO", "dice_LA", "dice_mean"),
-    "paired_tests": ("comparison", "group", "n", "mean_diff", "ci_low", "ci_high", "p_adj"),
-    "afd": ("segmenter", "aFD_ED_frames", "aFD_ES_frames", "aFD_ED_ms", "aFD_ES_ms", "videos"),
-}
-
-
-def _rich_table(key: str, df):
-    """A compact rich table of the columns a reader looks at first (all columns are in summary.md)."""
-    from rich.table import Table
-
-    from echoseg.core.report.summary import _fmt
-
-    table = Table(title=key.replace("_", " "))
-    cols = [c for c in _SHOWN[key] if c in df.columns]
-    for col in cols:
-        table.add_column(col.replace("_frames", "").replace("dice_", "Dice "), overflow="fold")
-    for row in df[cols].itertuples(index=False):
-        table.add_row(*[_fmt(v) for v in row])
-    return table
 
 
 def register(app: typer.Typer) -> None:

@@ -20,8 +20,10 @@ from echoseg.cli.options import (
     open_run,
     resolve,
 )
+from echoseg.core.config import config_name_or_file, resumed_config
 from echoseg.core.errors import UserError
-from echoseg.core.runs import Run, is_main_process, run_context
+from echoseg.core.models import list_configs
+from echoseg.core.runs import run_context
 
 app = typer.Typer(
     help="Synthetic echo images: train a label-map-conditioned diffusion model, generate SDM CAMUS data sets "
@@ -33,19 +35,11 @@ app = typer.Typer(
 PRECISIONS = ("no", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 # Options a resumed run may change (everything else must match the interrupted invocation).
-TRAIN_RESUMABLE = {"steps", "device", "checkpoint_every", "sample_every"}
-GENERATE_RESUMABLE = {"device", "batch_size"}
-_BOOKKEEPING = {"resume", "out", "name", "config", "sets", "cache_dir"}
-
-
-def _config_name_or_file(config: str | None, model_config: str) -> tuple[Path | None, str]:
-    """``--config`` names a model config (tiny|base) unless it is an option file (.yaml/.yml/.json or exists)."""
-    if config is None:
-        return None, model_config
-    p = Path(config)
-    if p.suffix.lower() in (".yaml", ".yml", ".json") or p.exists():
-        return p, model_config
-    return None, config
+TRAIN_RESUMABLE = ("steps", "device", "checkpoint_every", "sample_every")
+GENERATE_RESUMABLE = ("device", "batch_size")
+# Options a resumed run neither checks nor records; any other explicit option must equal the run's own.
+_BOOKKEEPING = ("resume", "out", "name", "config", "sets", "cache_dir")
+_DIFFUSION_CONFIGS = " | ".join(list_configs("diffusion"))
 
 
 def _common(cfg: dict[str, Any]) -> None:
@@ -60,32 +54,15 @@ def _common(cfg: dict[str, Any]) -> None:
             raise UserError(f"--device {cfg['device']} --precision {cfg['precision']}: needs a CUDA GPU; none found")
 
 
-def _resumed(ctx: typer.Context, resume: Path, allowed: set[str], command: str) -> dict[str, Any]:
+def _resumed(ctx: typer.Context, resume: Path, allowed: tuple[str, ...], command: str) -> dict[str, Any]:
     """The run's own configuration; explicit options must match it unless they are in ``allowed``."""
-    record = Run.load(resume)
-    if record.get("command") != command:
-        raise UserError(f"--resume {resume}: that run is '{record.get('command')}', not '{command}'")
-    cfg = dict(record.get("config") or {})
-    for key in sorted(explicit_params(ctx) - _BOOKKEEPING):
-        value = ctx.params[key]
-        value = str(Path(value).resolve()) if isinstance(value, Path) else value
-        if key in allowed:
-            cfg[key] = value
-        elif cfg.get(key) != value:
-            raise UserError(f"--resume {resume}: --{key.replace('_', '-')} {value!r} differs from the run's "
-                            f"{cfg.get(key)!r} (only {', '.join('--' + a.replace('_', '-') for a in sorted(allowed))} "
-                            "may change)")
-    return cfg
+    return resumed_config(resume, command, explicit_params(ctx), ctx.params, allowed, ignored=_BOOKKEEPING,
+                          same_ok=True)
 
 
 def _open(verb: str, cfg: dict[str, Any], out: Path | None, name: str | None, inputs: dict, resume: Path | None):
     """open_run (safe under `accelerate launch`: the main process creates the run, the others attach)."""
     return open_run("synth", verb, cfg, out=out, name=name, inputs=inputs, resume=resume)
-
-
-def _emit(run: Run) -> None:
-    if is_main_process():
-        emit_run_path(run.path)
 
 
 @app.command("train")
@@ -95,8 +72,9 @@ def train(
         "--data", help="Data or prompts run (or manifest.csv) of CAMUS or SDM CAMUS (image, label map) pairs.")] = None,
     size: Annotated[int, typer.Option("--size", help="Image side in pixels (Echo from noise: 256).")] = 256,
     config: Annotated[str | None, typer.Option(
-        "--config", help="Model config name (tiny|base), or a YAML/JSON file of option values.")] = None,
-    model_config: Annotated[str, typer.Option("--model-config", help="Model config name: tiny|base.")] = "tiny",
+        "--config", help=f"Model config name ({_DIFFUSION_CONFIGS}), or a YAML/JSON file of option values.")] = None,
+    model_config: Annotated[str, typer.Option(
+        "--model-config", help=f"Model config name: {_DIFFUSION_CONFIGS}.")] = "tiny",
     steps: Annotated[int | None, typer.Option("--steps", help="Training steps (default: the config's).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per step and process.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="AdamW learning rate (default: the config's).")] = None,
@@ -128,13 +106,13 @@ def train(
     Example: echoseg synth train --data runs/data-toy-camus/demo --config tiny --size 64 --steps 200
     """
     from echoseg.core.models.diffusion import get_config
-    from echoseg.core.synth.train import TrainConfig
+    from echoseg.core.synth.train import SynthTrainConfig
     from echoseg.core.synth.train import train as run_training
 
     if resume is not None:
         cfg = _resumed(ctx, resume, TRAIN_RESUMABLE, "synth train")
     else:
-        config_file, mc = _config_name_or_file(config, model_config)
+        config_file, mc = config_name_or_file(config, model_config)
         cfg = resolve(ctx, config_file, sets, exclude=("model_config", "cache_dir"))
         cfg["model_config"] = mc
         if cfg.get("data") is None:
@@ -142,33 +120,15 @@ def train(
         cfg["data"] = str(Path(cfg["data"]).resolve())
     _common(cfg)
     get_config(cfg["model_config"])
-    if not 16 <= int(cfg["size"]) <= 2048:
-        raise UserError(f"--size must be in 16..2048, got {cfg['size']}")
-    for key in ("steps", "batch_size"):
-        if cfg.get(key) is not None and int(cfg[key]) < 1:
-            raise UserError(f"--{key.replace('_', '-')} must be >= 1, got {cfg[key]}")
-    for key in ("checkpoint_every", "sample_every"):
-        low = 1 if key == "checkpoint_every" else 0
-        if cfg.get(key) is not None and int(cfg[key]) < low:
-            raise UserError(f"--{key.replace('_', '-')} must be >= {low}, got {cfg[key]}")
-    if cfg.get("lr") is not None and not float(cfg["lr"]) > 0:
-        raise UserError(f"--lr must be > 0, got {cfg['lr']}")
-    if cfg.get("ema_decay") is not None and not 0.0 <= float(cfg["ema_decay"]) < 1.0:
-        raise UserError(f"--ema-decay must be in [0, 1), got {cfg['ema_decay']}")
-    if not 0.0 <= float(cfg["cond_dropout"]) < 1.0:
-        raise UserError(f"--cond-dropout must be in [0, 1), got {cfg['cond_dropout']}")
+    tc = SynthTrainConfig.from_dict(cfg)
+    tc.validate()
     from echoseg.core.data.manifest import read_manifest
 
     read_manifest(cfg["data"])
-    tc = TrainConfig(config=cfg["model_config"], size=int(cfg["size"]), steps=cfg.get("steps"),
-                     batch_size=cfg.get("batch_size"), lr=cfg.get("lr"), ema_decay=cfg.get("ema_decay"),
-                     checkpoint_every=cfg.get("checkpoint_every"), sample_every=cfg.get("sample_every"),
-                     cond_dropout=float(cfg["cond_dropout"]), precision=cfg["precision"], device=cfg["device"],
-                     seed=int(cfg["seed"]))
     run = _open("train", cfg, out, name, {"data": cfg["data"]}, resume)
     with run_context(run):
         run_training(run, cfg["data"], tc, cache_dir=cache_dir)
-    _emit(run)
+    emit_run_path(run.path)
 
 
 @app.command("generate")
@@ -274,7 +234,7 @@ def _generate_masks(cfg: dict, out: Path | None, name: str | None, resume: Path 
             tau_max=cfg.get("tau_max"), batch_size=int(cfg["batch_size"]), seed=int(cfg["seed"]),
             precision=cfg["precision"], device=cfg["device"], cache_dir=cache_dir,
         )
-    _emit(run)
+    emit_run_path(run.path)
 
 
 def _generate_text(cfg: dict, out: Path | None, name: str | None, resume: Path | None) -> None:
@@ -301,4 +261,4 @@ def _generate_text(cfg: dict, out: Path | None, name: str | None, resume: Path |
         generate_from_prompts(run, cfg["pipeline"], cfg["prompts"], count_per_prompt=int(cfg["count_per_prompt"]),
                               guidance=guidance, steps=int(cfg["steps"]), batch_size=int(cfg["batch_size"]),
                               seed=int(cfg["seed"]), precision=cfg["precision"], device=cfg["device"])
-    _emit(run)
+    emit_run_path(run.path)

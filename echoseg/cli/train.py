@@ -20,7 +20,9 @@ from echoseg.cli.options import (
     open_run,
     resolve,
 )
+from echoseg.core.config import config_name_or_file, resumed_config
 from echoseg.core.errors import UserError
+from echoseg.core.models import list_configs, list_models
 from echoseg.core.runs import run_context
 
 _EPILOG = """Strategies (bash):
@@ -33,22 +35,19 @@ _EPILOG = """Strategies (bash):
 """
 
 
-def _model_config_or_file(config: str | None, model_config: str) -> tuple[Path | None, str]:
-    """``--config`` names a model config (tiny|base...) unless it is an option file (.yaml/.yml/.json or exists)."""
-    if config is None:
-        return None, model_config
-    p = Path(config)
-    if p.suffix.lower() in (".yaml", ".yml", ".json") or p.exists():
-        return p, model_config
-    return None, config
+# Options a resumed run may change, in the order its error message lists them.
+RESUMABLE = ("epochs", "device", "num_workers")
+_SEGMENTERS = list_models("segmentation")
+_CONFIGS = "; ".join(f"{m}: {', '.join(list_configs(m))}" for m in _SEGMENTERS)
 
 
 def train(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option("--model", help="clipseg | unet (see `echoseg.core.models`).")] = "clipseg",
+    model: Annotated[str, typer.Option("--model", help=f"{' | '.join(_SEGMENTERS)}.")] = "clipseg",
     config: Annotated[str | None, typer.Option(
-        "--config", help="Model config name (tiny|base), or a YAML/JSON file of option values.")] = None,
-    model_config: Annotated[str, typer.Option("--model-config", help="Model config name: tiny|base.")] = "tiny",
+        "--config", help=f"Model config name ({_CONFIGS}), or a YAML/JSON file of option values.")] = None,
+    model_config: Annotated[str, typer.Option(
+        "--model-config", help="Model config name (as for --config).")] = "tiny",
     weights: Annotated[str | None, typer.Option(
         "--weights", help="Pretrained weights: a local folder/file or a cached hub id "
         "(clipseg base default: CIDAS/clipseg-rd64-refined).")] = None,
@@ -105,9 +104,10 @@ def train(
     from echoseg.core.train.loop import train as run_training
     from echoseg.core.train.recipe import TrainConfig
 
-    config_file, mc = _model_config_or_file(config, model_config)
+    config_file, mc = config_name_or_file(config, model_config)
     if resume is not None:
-        cfg = _resumed_config(ctx, resume)
+        cfg = resumed_config(resume, "train", explicit_params(ctx), ctx.params, RESUMABLE,
+                             requires=("data", dict, "training"))
     else:
         cfg = resolve(ctx, config_file, sets, exclude=("data", "train_data", "val_data", "test_data", "model_config"))
         cfg["model_config"] = mc
@@ -140,27 +140,6 @@ def _split_sources(data: dict[str, str | None]) -> dict[str, str | None]:
         if not sources[s]:
             raise UserError(f"no data for the {s} split: give --data or --{s}-data")
     return sources
-
-
-def _resumed_config(ctx: typer.Context, resume: Path) -> dict:
-    from echoseg.core.runs import Run
-
-    record = Run.load(resume)
-    if record.get("command") != "train":
-        raise UserError(f"--resume {resume}: that run is '{record.get('command')}', not 'train'")
-    cfg = dict(record.get("config") or {})
-    if not isinstance(cfg.get("data"), dict):
-        raise UserError(f"--resume {resume}: run.json has no training configuration")
-    allowed = {"resume", "epochs", "out", "device", "num_workers"}
-    extra = sorted(explicit_params(ctx) - allowed)
-    if extra:
-        names = ", ".join("--" + e.replace("_", "-") for e in extra)
-        raise UserError(f"--resume takes the run's own options; drop {names} (only --epochs, --device and "
-                        "--num-workers may change)")
-    for key in ("epochs", "device", "num_workers"):
-        if key in explicit_params(ctx):
-            cfg[key] = ctx.params[key]
-    return cfg
 
 
 def register(app: typer.Typer) -> None:

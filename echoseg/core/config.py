@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from echoseg.core.errors import UserError
+from echoseg.core.runs import Run
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
@@ -75,6 +77,28 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
     return value
 
 
+CONFIG_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def config_name_or_file(config: str | Path | None, model_config: str) -> tuple[Path | None, str]:
+    """Split ``--config NAME|FILE`` into (option file, model config name).
+
+    ``--config`` names a model config (``tiny``, ``base``, ``rn50``...) unless it is an option file: a path ending
+    in .yaml/.yml/.json, or one that exists. Without ``--config`` the model config is ``model_config``
+    (``--model-config``).
+
+    Returns:
+        ``(file, model_config)``: the option file (None when ``--config`` is a name or absent) and the model
+        config name to use.
+    """
+    if config is None:
+        return None, model_config
+    p = Path(config)
+    if p.suffix.lower() in CONFIG_FILE_SUFFIXES or p.exists():
+        return p, model_config
+    return None, str(config)
+
+
 def resolve_config(
     params: dict[str, Any],
     explicit: set[str],
@@ -106,6 +130,67 @@ def resolve_config(
                 continue
             resolved[key] = _coerce(key, value, params[key], source)
     return resolved
+
+
+def _opts(names) -> str:
+    """``--a, --b and --c`` for option names ``a``, ``b``, ``c`` (underscores become dashes)."""
+    flags = ["--" + n.replace("_", "-") for n in names]
+    return flags[0] if len(flags) == 1 else ", ".join(flags[:-1]) + " and " + flags[-1]
+
+
+def resumed_config(
+    resume: str | Path,
+    command: str,
+    explicit: set[str],
+    given: dict[str, Any],
+    allowed: Sequence[str],
+    *,
+    ignored: Iterable[str] = ("resume", "out"),
+    same_ok: bool = False,
+    requires: tuple[str, type, str] | None = None,
+) -> dict[str, Any]:
+    """The configuration of the run to ``--resume``, with the options that may change on resume applied.
+
+    A resumed run keeps its own configuration (from its run.json); options given on the command line either may
+    change (``allowed``: their values replace the run's) or are refused.
+
+    Args:
+        resume: the run directory given to ``--resume``.
+        command: the command that resumes it (``train``, ``synth train``...); the run must be one of its runs.
+        explicit: names of the options given on the command line.
+        given: the options' values (a ``Path`` is recorded resolved, as a string).
+        allowed: the options that may change, in the order the error message lists them.
+        ignored: bookkeeping options that are neither checked nor recorded (``resume``, ``out``...).
+        same_ok: accept an option outside ``allowed`` whose value equals the run's own; otherwise any such option
+            is refused.
+        requires: ``(key, type, what)``: the run's configuration must hold ``key`` of ``type``, else the run.json
+            "has no <what> configuration".
+    Raises:
+        UserError: not a run of ``command``, no usable configuration, or an option that may not change.
+    """
+    record = Run.load(resume)
+    if record.get("command") != command:
+        raise UserError(f"--resume {resume}: that run is '{record.get('command')}', not '{command}'")
+    cfg = dict(record.get("config") or {})
+    if requires is not None:
+        key, kind, what = requires
+        if not isinstance(cfg.get(key), kind):
+            raise UserError(f"--resume {resume}: run.json has no {what} configuration")
+    refused = []
+    for key in sorted(set(explicit) - set(ignored)):
+        value = given.get(key)
+        value = str(Path(value).resolve()) if isinstance(value, Path) else value
+        if key in allowed:
+            cfg[key] = value
+        elif not same_ok:
+            refused.append(key)
+        elif cfg.get(key) != value:
+            raise UserError(f"--resume {resume}: --{key.replace('_', '-')} {value!r} differs from the run's "
+                            f"{cfg.get(key)!r} (only {_opts(allowed)} may change)")
+    if refused:
+        raise UserError(f"--resume takes the run's own options; drop {', '.join(_opts([k]) for k in refused)} "
+                        f"(only {_opts(allowed)} may change)")
+    return cfg
 
 
 class StageConfig:

@@ -47,8 +47,8 @@ def progress_enabled() -> bool:
     return sys.stderr.isatty()
 
 
-def make_progress() -> Progress:
-    """A rich Progress on stderr, disabled when progress bars are off."""
+def make_progress(show: bool = True) -> Progress:
+    """A rich Progress on stderr, disabled when progress bars are off (or ``show`` is False)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -56,7 +56,7 @@ def make_progress() -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
-        disable=not progress_enabled(),
+        disable=not (show and progress_enabled()),
         transient=False,
     )
 

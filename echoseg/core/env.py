@@ -73,6 +73,88 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+def world_size() -> int:
+    """Processes of this job: WORLD_SIZE as torchrun / `accelerate launch` set it (1 for a plain run)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+    except ValueError:
+        return 1
+
+
+def process_shard() -> tuple[int, int]:
+    """(global rank, world size) of this process: (0, 1) for a plain run."""
+    if world_size() <= 1:
+        return 0, 1
+    return int(os.environ.get("RANK", "0") or 0), world_size()
+
+
+def barrier(cpu: bool = False) -> None:
+    """Wait until every process of a multi-process launch gets here (nothing to do in a plain run).
+
+    Every process must call it at the same point: code that one process runs alone (writing files, scoring) goes
+    before or after it, never around it.
+    """
+    if world_size() <= 1:
+        return
+    # deferred: accelerate pulls in torch.distributed; the process group is the one open_run / the loop set up
+    from accelerate import PartialState
+
+    PartialState(cpu=cpu).wait_for_everyone()
+
+
+def _launcher_argv() -> list[str] | None:
+    """The command line of the parent process (the launcher), where /proc tells it."""
+    try:
+        raw = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def _option_int(argv: list[str], *names: str) -> int | None:
+    """The integer value of the first of ``names`` in ``argv`` (``--opt N`` or ``--opt=N``), else None."""
+    for i, arg in enumerate(argv):
+        for name in names:
+            value = argv[i + 1] if arg == name and i + 1 < len(argv) else (
+                arg.split("=", 1)[1] if arg.startswith(name + "=") else None)
+            if value is not None:
+                try:
+                    return int(value)
+                except ValueError:
+                    return None
+    return None
+
+
+def launch_mismatch(environ: dict[str, str] | None = None, launcher_argv: list[str] | None = None) -> str | None:
+    """Why this lone process is not the multi-process job the user asked for, or None.
+
+    `accelerate launch --num_processes N` (N > 1, or --num_machines > 1) without --multi_gpu (or with --cpu) runs
+    accelerate's *simple* launcher: one process, with MASTER_ADDR/MASTER_PORT and the ACCELERATE_* variables set
+    but no WORLD_SIZE/RANK. That is the signature looked for here; a plain ``echoseg ...`` (no ACCELERATE_*
+    variables) or a torchrun / multi-GPU launch (WORLD_SIZE set) never matches. Where the launcher's command line
+    can be read (``/proc``) and names --num_processes <= 1 and --num_machines <= 1, MASTER_* came from the user's
+    own environment and nothing is reported.
+    """
+    env = os.environ if environ is None else environ
+    if "WORLD_SIZE" in env or "ACCELERATE_MIXED_PRECISION" not in env:
+        return None
+    if not (env.get("MASTER_ADDR") or env.get("MASTER_PORT")):
+        return None
+    argv = _launcher_argv() if launcher_argv is None and environ is None else launcher_argv
+    processes = machines = None
+    if argv:  # the simple launcher is this process's parent
+        processes = _option_int(argv, "--num_processes", "--num-processes")
+        machines = _option_int(argv, "--num_machines", "--num-machines")
+        named = [v for v in (processes, machines) if v is not None]
+        if named and max(named) <= 1:
+            return None
+    n = str(processes) if processes and processes > 1 else "N"
+    asked = f"{n} processes" if n != "N" else "several processes"
+    return (f"accelerate launch was asked for {asked} but started only this one (without --multi_gpu, or with "
+            f"--cpu, it runs a single process): use `accelerate launch --multi_gpu --num_processes {n}` (also on "
+            f"CPU, with --device cpu) or `torchrun --nproc_per_node {n}`")
+
+
 def make_accelerator(precision: str = "no", device: str = "auto"):
     """An ``accelerate.Accelerator`` for ``device`` (auto|cpu|cuda) and ``precision`` (no|fp16|bf16)."""
     # deferred: accelerate pulls in torch.distributed and friends; import it where a loop starts, not with the CLI
@@ -80,7 +162,7 @@ def make_accelerator(precision: str = "no", device: str = "auto"):
     from accelerate.state import AcceleratorState
 
     dev = resolve_device(device)
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if world_size() <= 1:
         # A second run in the same process (tests, notebooks) may change precision: accelerate keeps a singleton.
         AcceleratorState._reset_state(True)
     # CLIPSeg's CLIP has parameters the segmentation path never uses (logit_scale); DDP must tolerate them.

@@ -99,13 +99,26 @@ class RunLock:
             holder = _read_holder(fd)
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise UserError(f"{option} {run_dir}: the run directory is in use by another echoseg process "
-                                f"({holder or 'unknown holder'}); wait for it or choose another directory") from None
+                raise _in_use(option, run_dir, holder) from None
             raise UserError(f"{option} {run_dir}: cannot lock {LOCK_FILE} ({exc.strerror})") from None
         stale = _read_holder(fd) or None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {utc_now()}\n".encode(), 0)
         return cls(fd, lock_path, stale)
+
+    @staticmethod
+    def probe(run_dir: Path, option: str) -> None:
+        """Raise the "in use" UserError when a live process holds ``run_dir``'s lock; never creates the file."""
+        try:
+            fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            raise _in_use(option, run_dir, _read_holder(fd)) from None
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         """Drop the lock (the file stays: unlinking it could let two claimants lock two different files)."""
@@ -114,6 +127,15 @@ class RunLock:
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
                 os.close(self.fd)
             self.fd = -1
+
+
+def _in_use(option: str, run_dir: Path, holder: str) -> UserError:
+    return UserError(f"{option} {run_dir}: the run directory is in use by another echoseg process "
+                     f"({holder or 'unknown holder'}); wait for it or choose another directory")
+
+
+def _has_content(path: Path) -> bool:
+    return any(p.name != LOCK_FILE for p in path.iterdir())
 
 
 def _read_holder(fd: int) -> str:
@@ -195,13 +217,15 @@ class Run:
                     path.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
                     raise UserError(f"--out {path}: cannot create the directory ({exc.strerror})") from None
+            not_empty = UserError(f"--out {path} exists and is not empty; choose a new directory "
+                                  "(or --resume it if the command supports it)")
+            if _has_content(path):  # refuse before touching it: no lock file is left in someone's folder
+                RunLock.probe(path, "--out")  # a live run there: name its process
+                raise not_empty
             lock = RunLock.acquire(path, "--out")
-            if any(p.name != LOCK_FILE for p in path.iterdir()):
+            if _has_content(path):  # filled between the check and the lock: by a run that has finished since
                 lock.release()
-                raise UserError(
-                    f"--out {path} exists and is not empty; choose a new directory "
-                    "(or --resume it if the command supports it)"
-                )
+                raise not_empty
         record = {
             "command": " ".join(p for p in (group, verb) if p),
             "argv": list(argv if argv is not None else sys.argv),

@@ -107,5 +107,5 @@ def test_eval_afd_and_report_take_a_distilled_student(setup, tmp_path, capsys):
     assert summary["teacher"]["kind"] == "distilled student"
     rep = _run(["report", str(kd), str(afd), "--out", str(tmp_path / "rep")], capsys)
     rows = json.loads((rep / "summary.json").read_text())["afd"]
-    assert [r["segmenter"].split(" ")[0] for r in rows] == ["teacher", "student", "run:kd"]
+    assert [r["segmenter"].split(" ")[0] for r in rows] == ["teacher", "student", "kd"]
     assert rows[1]["params"] == rows[2]["params"] == 39_577

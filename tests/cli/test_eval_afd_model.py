@@ -95,6 +95,17 @@ def test_afd_with_a_deeplabv3_teacher(setup, tmp_path, capsys):
     assert summary["teacher"]["kind"] == "deeplabv3" and summary["teacher"]["mean"] == [30.0] * 3
     assert not (out / "masks").exists()
 
+    auto = tmp_path / "afd-auto"
+    rc, stdout, err = run_cli(capsys, ["eval", "afd", "--data", str(setup["data"]), "--split", "test",
+                                       "--teacher", f"deeplabv3:{tmp_path / 'deeplab.pt'}", "--mean", "auto",
+                                       "--std", "auto", "--device", "cpu", "--out", str(auto)])
+    assert rc == 0, err
+    from echoseg.core.data.echonet import echonet_channel_stats
+
+    stats = echonet_channel_stats(setup["data"])
+    teacher = json.loads((auto / "summary.json").read_text())["teacher"]
+    assert teacher["mean"] == pytest.approx(list(stats.mean)) and teacher["std"] == pytest.approx(list(stats.std))
+
 
 @pytest.mark.parametrize(("extra", "needle"), [
     (["--run", "RUN", "--teacher", "run:RUN"], "exactly one of"),
@@ -103,6 +114,8 @@ def test_afd_with_a_deeplabv3_teacher(setup, tmp_path, capsys):
     (["--run", "/no/such/run"], "--run"),
     (["--run", "RUN", "--threshold", "127"], "--threshold"),
     (["--run", "RUN", "--mean", "30"], "--mean"),
+    (["--run", "RUN", "--mean", "auto"], "--mean"),
+    (["--teacher", "deeplabv3:/no/such.pt", "--mean", "dark"], "--mean dark"),
     (["--masks", "DATA", "--save-masks"], "--save-masks"),
 ])
 def test_model_usage_errors_exit_2_and_leave_nothing(setup, tmp_path, capsys, extra, needle):

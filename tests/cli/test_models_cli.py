@@ -55,7 +55,7 @@ def test_convert_cris_rejects_clip_weights_before_writing(tmp_path, capsys):
 def test_convert_cris_bad_inputs(tmp_path, capsys):
     _, ckpt = _checkpoint(tmp_path)
     assert main(["models", "convert-cris", str(tmp_path / "none.pth")]) == 2
-    assert "CKPT not found" in capsys.readouterr().err
+    assert "CHECKPOINT not found" in capsys.readouterr().err
     assert main(["models", "convert-cris", str(ckpt), "--arch", "vit"]) == 2
     assert "--arch" in capsys.readouterr().err
     # auto detection knows RN50/RN101 only; the tiny ResNet is neither

@@ -69,7 +69,7 @@ def test_missing_vqa_weights_is_exit_2(camus_run, tmp_path, capsys, monkeypatch)
     assert main(["prompts", "build", str(camus_run), "--shape", "vqa", "--vqa-model", "nobody/no-such-model-xyz",
                  "--out", str(out)]) == 2
     cap = capsys.readouterr()
-    assert cap.out == "" and "nobody/no-such-model-xyz" in cap.err and "HF_HUB_OFFLINE" in cap.err
+    assert cap.out == "" and "nobody/no-such-model-xyz" in cap.err and "--allow-download" in cap.err
     assert not out.exists()
 
 

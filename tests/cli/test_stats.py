@@ -11,7 +11,6 @@ import pytest
 
 from echoseg.cli import main
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "synthetic-boost" / "metrics"
 SB_REGEX = r"mask_(?P<structure>\d)/(?P<stem>[^/]+)_gt\.png$"
 
 
@@ -136,9 +135,8 @@ def test_degenerate_identical_runs_small_n(tmp_path, capsys):
     assert "all differences are zero" in (out / "log.txt").read_text()
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="shared/reference/synthetic-boost not present beside the clone")
-def test_real_published_files(tmp_path, capsys):
-    files = [REFERENCE / s / "cris" / "p3" / "metrics.csv"
+def test_real_published_files(tmp_path, capsys, reference):
+    files = [reference("synthetic-boost", "metrics", s, "cris", "p3", "metrics.csv")
              for s in ("camus_metrics_reduce_lr", "pt_on_sdm_camus_ft_on_camus_metrics_reduce_lr",
                        "sdm_camus_metrics_reduce_lr")]
     out = tmp_path / "out"

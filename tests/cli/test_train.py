@@ -75,7 +75,7 @@ def test_unet_random_prompt_and_resume_more_epochs(prompts, tmp_path, capsys):
 
 
 def test_eval_seg_on_other_data_and_prompt(prompts, tmp_path, capsys):
-    from echoseg.cli.eval_seg import seg
+    from echoseg.cli.eval import seg
 
     real, _ = prompts
     trained = _run(["train", "--model", "clipseg", *FAST, "--data", str(real), "--prompt", "p2", "--out",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from echoseg.core.config import parse_sets, resolve_config
+from echoseg.core.config import config_name_or_file, parse_sets, resolve_config, resumed_config
 from echoseg.core.errors import UserError
+from echoseg.core.runs import Run
 
 
 def test_precedence(tmp_path):
@@ -39,3 +42,41 @@ def test_bad_config_file(tmp_path):
         resolve_config({"a": 1}, set(), config_file=lst)
     with pytest.raises(UserError, match="not found"):
         resolve_config({"a": 1}, set(), config_file=tmp_path / "missing.yaml")
+
+
+def test_config_name_or_file(tmp_path):
+    assert config_name_or_file(None, "tiny") == (None, "tiny")
+    assert config_name_or_file("rn50", "tiny") == (None, "rn50")
+    assert config_name_or_file("opts.yaml", "tiny") == (Path("opts.yaml"), "tiny")  # a file by its suffix
+    existing = tmp_path / "base"
+    existing.write_text("epochs: 1\n")
+    assert config_name_or_file(str(existing), "tiny") == (existing, "tiny")  # a file because it exists
+
+
+def _run(tmp_path, command, config):
+    group, _, verb = command.partition(" ")
+    return Run.create(group, verb or None, out=tmp_path / "r", config=config).path
+
+
+def test_resumed_config_refuses_any_other_option(tmp_path):
+    path = _run(tmp_path, "train", {"data": {"all": "d"}, "epochs": 1, "lr": None})
+    given = {"epochs": 3, "lr": 0.1, "resume": path, "out": None}
+    cfg = resumed_config(path, "train", {"epochs", "resume"}, given, ("epochs", "device"),
+                         requires=("data", dict, "training"))
+    assert cfg["epochs"] == 3 and cfg["lr"] is None
+    with pytest.raises(UserError, match=r"drop --lr \(only --epochs and --device may change\)"):
+        resumed_config(path, "train", {"epochs", "lr"}, given, ("epochs", "device"))
+    with pytest.raises(UserError, match="not 'distill'"):
+        resumed_config(path, "distill", set(), given, ("epochs",))
+    with pytest.raises(UserError, match="no distillation configuration"):
+        resumed_config(path, "train", set(), given, ("epochs",), requires=("teacher", str, "distillation"))
+
+
+def test_resumed_config_accepts_unchanged_options(tmp_path):
+    path = _run(tmp_path, "synth train", {"data": str(tmp_path.resolve()), "lr": 0.5, "steps": 2})
+    given = {"data": tmp_path, "lr": 0.5, "steps": 9, "name": "ignored"}
+    cfg = resumed_config(path, "synth train", {"data", "lr", "steps", "name"}, given, ("steps",),
+                         ignored=("name",), same_ok=True)
+    assert cfg == {"data": str(tmp_path.resolve()), "lr": 0.5, "steps": 9}
+    with pytest.raises(UserError, match="--lr 0.1 differs from the run's 0.5 \\(only --steps may change\\)"):
+        resumed_config(path, "synth train", {"lr"}, {"lr": 0.1}, ("steps",), same_ok=True)

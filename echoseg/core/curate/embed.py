@@ -19,7 +19,6 @@ Every encoder maps a list of grey uint8 images (H, W) to a float32 array (N, D).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +31,7 @@ from echoseg.core.data.cache import resize_image
 from echoseg.core.data.imaging import load_image
 from echoseg.core.env import resolve_device
 from echoseg.core.errors import UserError
+from echoseg.core.hub import offline
 from echoseg.core.models.openclip import encode_images, load_clip_model
 
 
@@ -136,16 +136,16 @@ class HFEncoder:
             AutoModel,
         )
 
-
         self.device = resolve_device(device)
-        local = Path(path_or_id).is_dir() or os.environ.get("HF_HUB_OFFLINE") == "1"
+        local = Path(path_or_id).is_dir() or offline()
         try:
             self.processor = AutoImageProcessor.from_pretrained(path_or_id, local_files_only=local)
             self.model = AutoModel.from_pretrained(path_or_id, local_files_only=local).to(self.device).eval()
         except (OSError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise UserError(f"--encoder hf:{path_or_id}: cannot load a vision model and image processor ({first}); "
-                            "give a local folder with config.json, weights and preprocessor_config.json") from None
+                            "give a local folder with config.json, weights and preprocessor_config.json "
+                            "(or the processor_config.json transformers v5 writes)") from None
         self.name = f"hf:{path_or_id}"
 
     @torch.no_grad()

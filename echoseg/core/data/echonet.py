@@ -17,6 +17,7 @@ Conventions used throughout echoseg:
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -34,6 +35,7 @@ NUMERIC_COLUMNS = ("EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "Numb
 TRACING_COLUMNS = ["FileName", "X1", "Y1", "X2", "Y2", "Frame"]
 FRAME_COUNT_TOLERANCE = 1
 SPLIT_NAMES = ("TRAIN", "VAL", "TEST")
+STATS_VIDEOS = 128  # videos EchoNet-Dynamic's get_mean_and_std samples by default
 
 
 def normalize_name(name: str) -> str:
@@ -220,6 +222,72 @@ def read_echonet(root: str | Path, split: str = "all") -> pd.DataFrame:
             found = ", ".join(sorted(filelist["Split"].unique()))
             raise UserError(f"{root / 'FileList.csv'}: no video in split {split!r} (splits: {found})")
     return df.reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class ChannelStats:
+    """Per-channel (R, G, B) mean and std of video pixels on 0..255 levels, and what they were computed on."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    split: str
+    videos: int
+    frames: int
+    seed: int
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (for run records)."""
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+
+def echonet_channel_stats(root: str | Path, split: str | None = "TRAIN", max_videos: int | None = STATS_VIDEOS,
+                          seed: int = 0) -> ChannelStats:
+    """Per-channel mean and std of an EchoNet-Dynamic folder's videos on 0..255 levels.
+
+    As EchoNet-Dynamic's ``echonet.utils.get_mean_and_std(echonet.datasets.Echo(split="train"))``: a random
+    sample of ``max_videos`` videos (all of them when there are no more; drawn without replacement, seeded by
+    ``seed``), read as R, G, B (``echonet.utils.loadvideo``), each channel's mean and population std
+    (``sqrt(E[x^2] - E[x]^2)``) over every pixel of the sample. One difference: EchoNet-Dynamic's dataset hands
+    ``get_mean_and_std`` one random 16-frame clip (every 2nd frame) per sampled video; here every frame of each
+    sampled video counts, so the result does not depend on clip draws. Sums are exact (per-level histograms).
+
+    Args:
+        root: the data set folder.
+        split: the FileList split to sample (``TRAIN`` as EchoNet-Dynamic, ``all``, ...); None: TRAIN when the
+            FileList lists TRAIN videos, else every video.
+        max_videos: sample size (None: every video of the split).
+        seed: seed of the sample.
+
+    Raises:
+        UserError: an unreadable folder, an empty split, or a video that does not decode.
+    """
+    if max_videos is not None and max_videos < 1:
+        raise UserError(f"max_videos must be >= 1 or None, got {max_videos}")
+    if split is None:
+        listed = read_filelist(root)["Split"]
+        split = "TRAIN" if (listed == "TRAIN").any() else "all"
+    table = read_echonet(root, split)
+    if table.empty:
+        raise UserError(f"{Path(root) / 'FileList.csv'}: no video listed")
+    index = np.arange(len(table))
+    if max_videos is not None and len(table) > max_videos:
+        index = np.sort(np.random.default_rng(seed).choice(len(table), max_videos, replace=False))
+    hist = np.zeros((3, 256), np.int64)
+    frames = 0
+    for path in track([table["path"].iloc[i] for i in index], "video statistics"):
+        video = load_video(path, rgb=True)
+        frames += len(video)
+        for c in range(3):
+            hist[c] += np.bincount(video[..., c].ravel(), minlength=256)
+    levels = np.arange(256, dtype=np.float64)
+    n = hist.sum(axis=1).astype(np.float64)
+    mean = hist @ levels / n
+    std = np.sqrt(np.einsum("cl,cl->c", hist, (levels[None, :] - mean[:, None]) ** 2) / n)
+    return ChannelStats(mean=tuple(float(m) for m in mean), std=tuple(float(v) for v in std),  # type: ignore[arg-type]
+                        split=split.upper() if split.lower() != "all" else "all", videos=len(index),
+                        frames=frames, seed=seed)
 
 
 def _check_video(row: pd.Series) -> tuple[int | None, str | None]:

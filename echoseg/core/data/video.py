@@ -36,14 +36,24 @@ def _to_grey(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
 
 
-def load_video(path: str | Path) -> np.ndarray:
-    """Read every frame of a video as grey levels.
+def _to_rgb(frame: np.ndarray) -> np.ndarray:
+    if frame.ndim == 2 or frame.shape[2] == 1:
+        return np.repeat(frame.reshape(frame.shape[0], frame.shape[1], 1), 3, axis=2)
+    if frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+def load_video(path: str | Path, rgb: bool = False) -> np.ndarray:
+    """Read every frame of a video as grey levels (or, with ``rgb``, as R, G, B levels).
 
     Args:
         path: an AVI (or any container/codec OpenCV's FFmpeg backend decodes).
+        rgb: keep three channels in R, G, B order, as EchoNet-Dynamic's ``echonet.utils.loadvideo`` reads them
+            (OpenCV's BGR frames converted to RGB; a one-channel video is repeated into three).
 
     Returns:
-        (T, H, W) uint8 array.
+        (T, H, W) uint8 array, or (T, H, W, 3) with ``rgb``.
 
     Raises:
         UserError: the file is missing, cannot be opened, or yields no frame.
@@ -60,7 +70,7 @@ def load_video(path: str | Path) -> np.ndarray:
             ok, frame = cap.read()
             if not ok or frame is None:
                 break
-            frames.append(_to_grey(frame))
+            frames.append(_to_rgb(frame) if rgb else _to_grey(frame))
     finally:
         cap.release()
     if not frames:

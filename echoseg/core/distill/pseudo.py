@@ -154,6 +154,7 @@ def build_pseudo_labels(
     folder: str | Path | None = None,
     progress: bool = True,
     log=None,
+    shard: tuple[int, int] = (0, 1),
 ) -> PseudoLabels:
     """Label every frame of ``names`` (videos of ``data``) with ``teacher``, skipping videos already cached.
 
@@ -166,18 +167,24 @@ def build_pseudo_labels(
         folder: the cache folder (default :func:`cache_folder`).
         progress: show a progress bar.
         log: a callable taking one message (e.g. ``run.log``).
+        shard: (index, count) under a multi-process launch: this process labels the uncached videos among
+            ``names[index::count]``; the caller waits for the other processes before reading the cache.
     """
 
     folder = Path(folder) if folder is not None else cache_folder(spec, data)
     cache = PseudoLabels(folder, data)
-    if not (folder / "cache.json").is_file():
+    index, count = shard
+    if index == 0 and not (folder / "cache.json").is_file():
         write_json(folder / "cache.json", {"format": PSEUDO_FORMAT, "teacher": teacher_identity(spec),
                                            "data": str(Path(data).resolve())})
     todo = [n for n in names if not cache.is_done(n)]
     if log is not None:
         log(f"pseudo-labels in {folder}: {len(names) - len(todo)} of {len(names)} video(s) cached, "
             f"{len(todo)} to label")
-    items = track(todo, "teacher labelling") if progress else todo
+    # Shard the full list, not ``todo``: another process may already have finished a video when this one looks.
+    pending = set(todo)
+    mine = [n for n in list(names)[index::count] if n in pending]
+    items = track(mine, "teacher labelling") if progress else mine
     for name in items:
         frames = load_video(video_path(data, name))
         probs = teacher.predict(frames, batch_size=batch_size)

@@ -166,8 +166,9 @@ def write_report(run, summary: dict[str, Any]) -> str:
     lines = ["| metric | student | teacher |", "|---|---:|---:|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
     title = f"# Distillation: {summary['student']['name']} from {summary['teacher']['name']}\n\n"
     md = title + "\n".join(lines) + "\n"
-    if run.writer:
-        write_text(run.file("report.md"), md)
+    if not run.writer:  # a non-main process of a multi-process launch: the main one writes and prints
+        return md
+    write_text(run.file("report.md"), md)
     table = Table(title="distillation: student vs teacher")
     for col, justify in (("metric", "left"), ("student", "right"), ("teacher", "right")):
         table.add_column(col, justify=justify)

@@ -12,7 +12,7 @@ from echoseg.core.data.echonet import detect_echonet, read_filelist
 from echoseg.core.distill.pseudo import build_pseudo_labels, cache_folder
 from echoseg.core.distill.report import evaluate_pair, model_costs, write_report
 from echoseg.core.distill.train import DistillConfig, VideoSet, train_student
-from echoseg.core.env import resolve_device
+from echoseg.core.env import barrier, process_shard, resolve_device
 from echoseg.core.errors import UserError
 from echoseg.core.models.artefacts import load_student
 from echoseg.core.models.teachers import TeacherSpec, load_teacher
@@ -62,9 +62,16 @@ def distill(cfg: DistillConfig, run, progress: bool = True, callbacks=()) -> dic
     teacher = load_teacher(spec, cfg.device, prompt_for=lv_frame_prompt)
     run.log(f"teacher {teacher.name}: {teacher.num_parameters():,} parameters on {teacher.device}")
 
+    shard = process_shard()
+    cpu = resolve_device(cfg.device) == "cpu"
+
     def labels(data: str, names: list[str]):
-        return build_pseudo_labels(teacher, cfg.teacher, data, names, batch_size=cfg.teacher_batch_size,
-                                   folder=cache_folder(cfg.teacher, data), progress=progress, log=run.log)
+        # Every process labels its share of the videos, then waits for the others (a no-op in a plain run).
+        cache = build_pseudo_labels(teacher, cfg.teacher, data, names, batch_size=cfg.teacher_batch_size,
+                                    folder=cache_folder(cfg.teacher, data), progress=progress and shard[0] == 0,
+                                    log=run.log, shard=shard)
+        barrier(cpu)
+        return cache
 
     same = cfg.val_data is None or Path(cfg.val_data).resolve() == Path(cfg.data).resolve()
     main_cache = labels(cfg.data, train_names + (val_names if same else []))
@@ -89,11 +96,12 @@ def distill(cfg: DistillConfig, run, progress: bool = True, callbacks=()) -> dic
         "pseudo_labels": {"train": str(main_cache.folder), "val": str(val_cache.folder)},
     }
     if cfg.eval_data:
-        eval_cache = labels(cfg.eval_data, eval_names)
-        with torch.no_grad():
-            summary["eval"] = evaluate_pair(run, student, threshold, eval_cache, cfg.eval_data, cfg.eval_split,
-                                            progress=progress)
+        eval_cache = labels(cfg.eval_data, eval_names)  # every process (the labelling is shared)
         summary["pseudo_labels"]["eval"] = str(eval_cache.folder)
+        if run.writer:  # the main process scores alone; nothing below waits for the others
+            with torch.no_grad():
+                summary["eval"] = evaluate_pair(run, student, threshold, eval_cache, cfg.eval_data,
+                                                cfg.eval_split, progress=progress)
     run.write_summary(summary)
     write_report(run, summary)
     return summary

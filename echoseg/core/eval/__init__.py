@@ -1,10 +1,16 @@
 """Evaluation: segmentation metrics, ED/ES detection scored as aFD, and the CLIP mask-quality score (EchoDFKD).
 
-- :mod:`echoseg.core.metrics.afd`: the ED/ES detection algorithm on area curves (pure numpy, vectorised).
-- :mod:`echoseg.core.metrics.areas`: area curves from mask files or an areas CSV; reference frames.
-- :mod:`echoseg.core.metrics.afd_report`: aFD over a data set, per_video.csv, summary and figure.
-- :mod:`echoseg.core.eval.echoclip`: open_clip model loading and the mask-quality score.
-- :mod:`echoseg.core.eval.seg` and :mod:`echoseg.core.metrics.seg`: segmentation evaluation (Dice, IoU, HD95).
+Entry points, one typed config and a run each (the `echoseg eval` commands):
+
+- :mod:`echoseg.core.eval.seg`: ``run_seg(EvalSegConfig, run)``, a training run's checkpoint scored on a split
+  (Dice, IoU, HD95; :mod:`echoseg.core.metrics.seg`).
+- :mod:`echoseg.core.eval.afd`: ``run_afd(EvalAfdConfig, run)``, ED/ES detection scored as aFD.
+- :mod:`echoseg.core.eval.echoclip`: ``run_echoclip(EvalEchoclipConfig, run)``, the CLIP mask-quality score.
+
+Helpers: :mod:`echoseg.core.eval.sources` (masks from files or a labelling model), :mod:`echoseg.core.eval.predict`
+(a model over every frame of EchoNet videos); in the floor, :mod:`echoseg.core.metrics.afd` (the detection
+algorithm), :mod:`echoseg.core.metrics.areas` (area curves, reference frames) and
+:mod:`echoseg.core.metrics.afd_report` (aFD over a data set, per_video.csv, summary and figure).
 """
 
 from echoseg.core.metrics.afd import afd, detect, estimate_frame, estimate_frames, estimate_phase, standardise

@@ -12,10 +12,15 @@ For each frame and its left-ventricle mask (pixels above 127 of 255, or 0.5 for 
 The published code computed the dilated mask but never applied it; echoseg applies it.
 
 Models are open_clip models loaded by :mod:`echoseg.core.models.openclip` (EchoCLIP is an open_clip ConvNeXt).
+
+``echoseg eval echoclip`` is :func:`run_echoclip` with an :class:`EvalEchoclipConfig`: the masks come from a folder
+(``masks``) or from a model run over every frame of the selected videos (``run_dir`` or ``teacher``, see
+:mod:`echoseg.core.eval.sources`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +28,19 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from echoseg.core.config import StageConfig, check_all
 from echoseg.core.console import track
-from echoseg.core.data.echonet import video_path
+from echoseg.core.data.echonet import read_filelist, video_path
 from echoseg.core.data.video import load_video
+from echoseg.core.errors import require_dir
+from echoseg.core.eval.predict import iter_video_probabilities
+from echoseg.core.eval.sources import load_frame_model, pick_source, teacher_summary
+from echoseg.core.io import write_csv
+from echoseg.core.metrics.afd_report import select_split
 from echoseg.core.metrics.areas import binarise, find_mask_file, list_mask_videos, load_mask_video, video_key
-from echoseg.core.models.openclip import ClipModel, encode_images, encode_texts
+from echoseg.core.models.openclip import ClipModel, encode_images, encode_texts, load_clip_model
+from echoseg.core.models.teachers import Teacher
+from echoseg.core.runs import Run
 
 PROMPTS = ("WALL", "NOTHING", "LEFT VENTRICLE")
 
@@ -144,3 +157,102 @@ def score_videos(
         "score": "mean over frames of sim(WALL) + sim(NOTHING) - sim(LEFT VENTRICLE)",
     }
     return table, summary
+
+
+# ----------------------------------------------------------------------------- eval echoclip
+SOURCES = ("masks", "run_dir", "teacher")
+
+
+@dataclass
+class EvalEchoclipConfig(StageConfig):
+    """Options of `eval echoclip` (recorded in run.json); exactly one of masks, run_dir, teacher is set."""
+
+    data: str = ""
+    clip_model: str = ""
+    masks: str | None = None
+    run_dir: str | None = None
+    teacher: str | None = None
+    split: str = "all"
+    dilate: int = 5
+    batch_size: int = 64
+    mean: list[str] | None = None  # numbers or ["auto"] (see eval.sources)
+    std: list[str] | None = None
+    device: str = "auto"
+
+    @property
+    def source(self) -> str:
+        """The field that gives the masks: masks, run_dir or teacher (UserError unless exactly one)."""
+        return pick_source(self, SOURCES)
+
+    def validate(self) -> None:
+        """Raise UserError on options that do not go together or are out of range, naming the option."""
+        _ = self.source
+        check_all([
+            (self.dilate >= 0, f"--dilate must be >= 0, got {self.dilate}"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+        ])
+
+    def inputs(self) -> dict[str, Any]:
+        """The inputs recorded in run.json."""
+        return {"data": self.data, "masks": self.masks, "run": self.run_dir}
+
+
+@dataclass
+class EchoclipInputs:
+    """What an `eval echoclip` run reads, loaded (and so checked) before the run directory exists."""
+
+    clip: ClipModel
+    names: list[str] | None = None  # the videos to score (None: every mask file)
+    filelist: pd.DataFrame | None = None
+    model: Teacher | None = None  # with run_dir or teacher
+
+
+def load_echoclip_inputs(cfg: EvalEchoclipConfig) -> EchoclipInputs:
+    """Check the data and masks folders, read the file list's split and load the labelling and CLIP models.
+
+    Raises:
+        UserError: a missing or unreadable input, naming its option.
+    """
+    source = cfg.source
+    require_dir(cfg.data, "--data")
+    require_dir(Path(cfg.data) / "Videos", "--data Videos folder")
+    if source == "masks":
+        require_dir(cfg.masks, "--masks")
+    names = filelist = None
+    if source != "masks" or cfg.split.upper() != "ALL":
+        filelist = select_split(read_filelist(cfg.data), cfg.split)
+        names = list(filelist["FileName"])
+    model = load_frame_model(cfg)
+    clip = load_clip_model(cfg.clip_model, cfg.device)
+    return EchoclipInputs(clip, names, filelist, model)
+
+
+def run_echoclip(cfg: EvalEchoclipConfig, run: Run, inputs: EchoclipInputs | None = None) -> dict[str, Any]:
+    """Score the masks into ``run``: per_video.csv, summary.json (and masks/ when a model labels the frames).
+
+    Args:
+        inputs: from :func:`load_echoclip_inputs` (loaded here when None; the CLI loads them before opening the
+            run, so that bad input leaves no run directory).
+    Returns:
+        The summary.
+    """
+    if inputs is None:
+        cfg.validate()
+        inputs = load_echoclip_inputs(cfg)
+    masks_dir, extra, model = cfg.masks, {}, inputs.model
+    if model is not None:
+        masks_dir = run.file("masks")
+        run.log(f"labelling {len(inputs.names)} video(s) with {model.name} on {model.device}")
+        for _ in iter_video_probabilities(model, cfg.data, inputs.names, batch_size=cfg.batch_size,
+                                          save_dir=masks_dir):
+            pass
+        extra = {"teacher": teacher_summary(model, inputs.filelist), "masks_dir": str(masks_dir.resolve()),
+                 "masks": "LV probabilities as uint8 round(255 p); scored pixels: above 127 (p >= 0.5)"}
+    table, summary = score_videos(inputs.clip, cfg.data, masks_dir, names=inputs.names, dilate=cfg.dilate,
+                                  batch_size=cfg.batch_size)
+    summary.update(extra)
+    write_csv(run.file("per_video.csv"), table)
+    run.write_summary(summary)
+    run.log(f"CLIP mask score over {summary['videos_scored']} video(s): mean {summary['score_mean']:.4f}; "
+            f"{summary['videos_without_video']} without video")
+    return summary

@@ -6,14 +6,83 @@ The scoring itself is the training stage's test evaluation (:mod:`echoseg.core.t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from echoseg.core.data.manifest import check_prompt_columns, prompt_columns
+from echoseg.core.config import StageConfig, check_all
+from echoseg.core.data.manifest import SplitData, check_prompt_columns, load_split, prompt_columns
 from echoseg.core.env import make_accelerator
-from echoseg.core.models.artefacts import load_segmenter
+from echoseg.core.errors import require_dir
+from echoseg.core.models.artefacts import find_checkpoint, load_segmenter
+from echoseg.core.runs import Run
 from echoseg.core.train.evaluate import evaluate_into_run
 from echoseg.core.train.recipe import TrainConfig
+
+CHECKPOINTS = ("best", "last")
+
+
+@dataclass
+class EvalSegConfig(StageConfig):
+    """Options of `eval seg` (recorded in run.json); unset (None) values take the training run's."""
+
+    run: str = ""  # the training run (--run)
+    data: str = ""  # a prompts run
+    split: str = "test"
+    prompt: str | None = None
+    checkpoint: str = "best"
+    threshold: float | None = None
+    eval_size: int | None = None
+    batch_size: int | None = None
+    save_masks: bool = False
+    cache_dir: str | None = None
+    device: str = "auto"
+    precision: str = "no"
+
+    def validate(self) -> None:
+        """Raise UserError on out-of-range values, naming the option (the rest is checked against the run's own
+        configuration when it is loaded)."""
+        check_all([(self.checkpoint in CHECKPOINTS,
+                    f"--checkpoint must be {' or '.join(CHECKPOINTS)}, got {self.checkpoint!r}")])
+        if self.prompt is not None:
+            prompt_columns(self.prompt)
+
+    def inputs(self) -> dict[str, Any]:
+        """The inputs recorded in run.json."""
+        return {"run": self.run, "data": self.data}
+
+
+def load_seg_split(cfg: EvalSegConfig) -> SplitData:
+    """Check the training run and its checkpoint, and read the split to score.
+
+    Raises:
+        UserError: a missing run, checkpoint or split, naming its option.
+    """
+    require_dir(cfg.run, "--run")
+    find_checkpoint(cfg.run, cfg.checkpoint)
+    return load_split(cfg.data, cfg.split, "--data")
+
+
+def run_seg(cfg: EvalSegConfig, run: Run, split: SplitData | None = None) -> dict[str, Any]:
+    """``echoseg eval seg``: score the training run's checkpoint into ``run`` (per_sample.csv, summary.json,
+    predictions.png, masks/ with ``save_masks``).
+
+    Args:
+        split: from :func:`load_seg_split` (loaded here when None; the CLI loads it before opening the run, so
+            that bad input leaves no run directory).
+    Returns:
+        The summary (empty on a non-main process of a multi-process launch).
+    """
+    if split is None:
+        cfg.validate()
+        split = load_seg_split(cfg)
+    summary = evaluate_trained_run(
+        cfg.run, split, run, prompt=cfg.prompt, which=cfg.checkpoint, threshold=cfg.threshold,
+        eval_size=cfg.eval_size, batch_size=cfg.batch_size, device=cfg.device, precision=cfg.precision,
+        cache_dir=cfg.cache_dir, save_masks=cfg.save_masks,
+    )
+    run.write_summary(summary)
+    return summary
 
 
 def evaluate_trained_run(

@@ -102,12 +102,29 @@ def _load_pretrained(path: Path, cfg: dict[str, Any], what: str) -> tuple[CLIPSe
     ).is_file():
         raise UserError(f"{what} {path}: no tokenizer files (vocab.json + merges.txt, or tokenizer.json) there")
     tokenizer = CLIPTokenizer.from_pretrained(str(path))
-    pre = path / "preprocessor_config.json"
-    if pre.is_file():
-        info = read_json(pre)
-        cfg["mean"] = info.get("image_mean", cfg["mean"])
-        cfg["std"] = info.get("image_std", cfg["std"])
+    mean, std = pretrained_normalisation(path)
+    cfg["mean"] = mean if mean is not None else cfg["mean"]
+    cfg["std"] = std if std is not None else cfg["std"]
     return model, tokenizer
+
+
+def pretrained_normalisation(path: Path) -> tuple[list[float] | None, list[float] | None]:
+    """Image mean/std of a Hugging Face CLIPSeg folder, or None where the folder does not say.
+
+    transformers v4 writes ``preprocessor_config.json`` (image_mean/image_std at the top level); v5 writes
+    ``processor_config.json`` with them inside an ``image_processor`` sub-dict. Both are read, the former first.
+    """
+    mean = std = None
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        file = Path(path) / name
+        if not file.is_file():
+            continue
+        info = read_json(file)
+        for section in (info, info.get("image_processor")):
+            if isinstance(section, dict):
+                mean = section.get("image_mean") if mean is None else mean
+                std = section.get("image_std") if std is None else std
+    return mean, std
 
 
 @register("clipseg")

@@ -158,19 +158,22 @@ def load_weights(model: nn.Module, spec: str | Path, what: str = "--weights") ->
 
 
 # ------------------------------------------------------------------------------------------ conversion
-def infer_config(state: dict[str, torch.Tensor], what: str = "checkpoint") -> str:
-    """``rn50`` or ``rn101`` from an original CRIS state dict (layer3 depth of the visual ResNet)."""
+def infer_config(state: dict[str, torch.Tensor], what: str = "checkpoint", option: str = "the config") -> str:
+    """``rn50`` or ``rn101`` from an original CRIS state dict (layer3 depth of the visual ResNet).
+
+    ``what`` names the checkpoint and ``option`` the way to name the config in error messages.
+    """
     keys = from_original(state, what)
     blocks = {k.split(".")[3] for k in keys if k.startswith("backbone.visual.layer3.")}
     depth = {6: "rn50", 23: "rn101"}.get(len(blocks))
     if depth is None:
-        raise UserError(f"checkpoint: a visual layer3 of {len(blocks)} blocks is neither RN50 (6) nor RN101 (23); "
-                        "give --config")
+        raise UserError(f"{what}: a visual layer3 of {len(blocks)} blocks is neither RN50 (6) nor RN101 (23); "
+                        f"give {option}")
     return depth
 
 
 def model_from_original(state: dict[str, torch.Tensor], config: str | None = None,
-                        overrides: dict[str, Any] | None = None, what: str = "CKPT") -> nn.Module:
+                        overrides: dict[str, Any] | None = None, what: str = "checkpoint") -> nn.Module:
     """Build the CRIS model of an original checkpoint and load it strictly.
 
     Args:
@@ -201,7 +204,7 @@ def write_converted(model: nn.Module, out: str | Path, source: str | Path) -> di
 def convert_cris(checkpoint: str | Path, out: str | Path, config: str | None = None,
                  overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Convert an original CRIS checkpoint into echoseg's checkpoint layout under ``out`` (a run directory)."""
-    state = read_state(checkpoint, "CKPT")
-    name = config or infer_config(state)
-    model = model_from_original(state, name, overrides, f"CKPT {checkpoint}")
+    state = read_state(checkpoint, "checkpoint")
+    name = config or infer_config(state, f"checkpoint {checkpoint}")
+    model = model_from_original(state, name, overrides, f"checkpoint {checkpoint}")
     return {"config": name, **write_converted(model, out, checkpoint)}

@@ -10,10 +10,13 @@ own size. Chosen by a spec string (:func:`load_teacher`):
     ...}`` saved from ``nn.DataParallel`` (keys prefixed ``module.``); a bare state dict is accepted too. Weights
     load strictly (``aux_classifier.*`` keys, which never reach the ``out`` map, are ignored and reported).
     Input: grey frames replicated to 3 channels, ``(x - mean[c]) / std[c]`` on 0..255 levels. The default
-    normalisation is EchoNet-Dynamic's training-set per-channel mean/std as EchoDFKD uses with the release
-    checkpoint (mean 32.085175, 32.591923, 33.37932; std 50.129288, 50.487717, 51.34619); pass ``mean``/``std``
-    for a checkpoint trained on other data. Output: ``sigmoid(out)``; the network is fully convolutional and
-    its ``out`` map is already upsampled to the input, so frames are used at their own size.
+    normalisation is EchoDFKD's constants, EchoNet-Dynamic training-set statistics, which EchoDFKD uses with the
+    release checkpoint (:data:`ECHODFKD_MEAN` 32.085175, 32.591923, 33.37932; :data:`ECHODFKD_STD` 50.129288,
+    50.487717, 51.34619); pass ``mean``/``std`` for a checkpoint trained on other data, or ``"auto"`` with a data
+    folder to compute them from its videos as EchoNet-Dynamic does
+    (:func:`~echoseg.core.data.echonet.echonet_channel_stats`: a seeded sample of 128 TRAIN videos, per channel
+    over all pixels). Output: ``sigmoid(out)``; the network is fully convolutional and its ``out`` map is already
+    upsampled to the input, so frames are used at their own size.
 
 ``run:TRAIN_RUN``
     An echoseg training run (``checkpoints/best.safetensors``). Frames are resized to the model's input size
@@ -46,14 +49,19 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from echoseg.core.data.cache import resize_image
+from echoseg.core.data.echonet import STATS_VIDEOS, echonet_channel_stats
 from echoseg.core.env import resolve_device
 from echoseg.core.errors import UserError
 from echoseg.core.io import read_json
 from echoseg.core.models.artefacts import CKPT_DIR, find_checkpoint, load_segmenter, load_student
 from echoseg.core.models.weights import read_state
 
-ECHONET_MEAN = (32.085175, 32.591923, 33.37932)
-ECHONET_STD = (50.129288, 50.487717, 51.34619)
+# EchoDFKD's constants, EchoNet-Dynamic training-set statistics (per channel R, G, B on 0..255 levels): the default
+# DeepLabv3 teacher normalisation. ``"auto"`` computes a data folder's own instead (:func:`deeplab_normalisation`).
+ECHODFKD_MEAN = (32.085175, 32.591923, 33.37932)
+ECHODFKD_STD = (50.129288, 50.487717, 51.34619)
+ECHONET_MEAN, ECHONET_STD = ECHODFKD_MEAN, ECHODFKD_STD  # former names
+AUTO = "auto"
 TEACHER_KINDS = ("deeplabv3", "run")
 PromptFor = Callable[[str], str]
 SPEC_FORMS = ("deeplabv3:CKPT (an EchoNet-Dynamic DeepLabv3 checkpoint) or run:RUN (an echoseg training or "
@@ -157,7 +165,8 @@ def _fmt_keys(keys: list[str], limit: int = 4) -> str:
 class DeepLabTeacher(Teacher):
     """EchoNet-Dynamic's DeepLabv3 (see the module docstring)."""
 
-    def __init__(self, checkpoint: str | Path, device: str, mean=None, std=None, option: str = "--teacher") -> None:
+    def __init__(self, checkpoint: str | Path, device: str, mean=None, std=None, option: str = "--teacher",
+                 normalisation: dict[str, Any] | None = None) -> None:
         path = Path(checkpoint)
         state = _read_state_dict(path, option)
         ignored = sorted(k for k in state if k.startswith("aux_classifier."))
@@ -177,11 +186,14 @@ class DeepLabTeacher(Teacher):
             raise UserError(f"{option} deeplabv3:{path}: {len(bad)} tensor(s) of the wrong shape, e.g. {k} "
                             f"{tuple(state[k].shape)} (expected {tuple(expected[k].shape)})")
         module.load_state_dict(state, strict=True)
-        self.mean = _triple(mean, ECHONET_MEAN, "mean")
-        self.std = _triple(std, ECHONET_STD, "std")
+        self.mean = _triple(mean, ECHODFKD_MEAN, "mean")
+        self.std = _triple(std, ECHODFKD_STD, "std")
         info = {"spec": f"deeplabv3:{path.resolve()}", "kind": "deeplabv3", "checkpoint": str(path.resolve()),
                 "architecture": "torchvision deeplabv3_resnet50, aux_loss=False, num_classes=1",
                 "mean": list(self.mean), "std": list(self.std), "normalisation": "(grey 0..255 - mean) / std",
+                "normalisation_source": normalisation or {
+                    "mean": "given" if mean is not None else "EchoDFKD's constants",
+                    "std": "given" if std is not None else "EchoDFKD's constants"},
                 "ignored_keys": ignored}
         super().__init__(f"deeplabv3:{path.name}", module, device, info)
         self._shift = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
@@ -310,6 +322,45 @@ class TeacherSpec:
         return [self.target / CKPT_DIR / name for name in ("best.safetensors", "model.json")]
 
 
+def _is_auto(value: Any) -> bool:
+    """Whether a mean/std value asks for ``auto`` (the string, or a one-element list holding it, as a CLI gives)."""
+    if isinstance(value, str):
+        return value.strip().lower() == AUTO
+    if isinstance(value, (list, tuple)) and len(value) == 1 and isinstance(value[0], str):
+        return value[0].strip().lower() == AUTO
+    return False
+
+
+def deeplab_normalisation(
+    mean: Any, std: Any, data: str | Path | None, option: str = "--teacher", max_videos: int | None = STATS_VIDEOS,
+    seed: int = 0,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Resolve a DeepLabv3 teacher's ``mean``/``std``: ``"auto"`` becomes ``data``'s per-channel video statistics.
+
+    Returns ``(mean, std, source)``: the values (None still means EchoDFKD's constants) and, per key, where they
+    came from (``EchoDFKD's constants``, ``given``, or the statistics' record for ``auto``).
+
+    Raises:
+        UserError: ``auto`` without a data folder (or with one that has no readable videos).
+    """
+    want = {"mean": _is_auto(mean), "std": _is_auto(std)}
+    source: dict[str, Any] = {
+        key: "given" if value is not None else "EchoDFKD's constants" for key, value in (("mean", mean), ("std", std))
+    }
+    if not any(want.values()):
+        return mean, std, source
+    if data is None:
+        raise UserError(f"{option}: mean/std 'auto' needs the data folder (EchoNet-Dynamic layout) to compute them "
+                        "from its videos")
+    stats = echonet_channel_stats(data, split=None, max_videos=max_videos, seed=seed)
+    record = {"auto": str(Path(data).resolve()), **stats.to_dict()}
+    if want["mean"]:
+        mean, source["mean"] = list(stats.mean), record
+    if want["std"]:
+        std, source["std"] = list(stats.std), record
+    return mean, std, source
+
+
 def load_teacher(
     spec: str | TeacherSpec,
     device: str = "auto",
@@ -317,6 +368,7 @@ def load_teacher(
     std: float | Sequence[float] | None = None,
     option: str = "--teacher",
     prompt_for: PromptFor | None = None,
+    data: str | Path | None = None,
 ) -> Teacher:
     """Load a teacher from ``deeplabv3:CKPT`` or ``run:RUN``.
 
@@ -324,17 +376,23 @@ def load_teacher(
         spec: the teacher spec (a string or a parsed :class:`TeacherSpec`).
         device: ``auto``, ``cpu`` or ``cuda``.
         mean, std: DeepLabv3 input normalisation on 0..255 grey levels, one value or one per channel (default:
-            EchoNet-Dynamic's, see :data:`ECHONET_MEAN`); a ``run:`` teacher uses its model's own and rejects them.
+            EchoDFKD's constants, EchoNet-Dynamic training-set statistics, see :data:`ECHODFKD_MEAN`), or
+            ``"auto"``: ``data``'s own per-channel statistics (:func:`deeplab_normalisation`, recorded in
+            :attr:`Teacher.info`); a ``run:`` teacher uses its model's own and rejects them.
         option: the option name used in error messages.
         prompt_for: maps a run's training ``--prompt`` to the text its LV output is asked with (the prompts
             stage's :func:`~echoseg.core.prompts.templates.lv_frame_prompt`); needed for text-prompted runs.
+        data: an EchoNet-Dynamic folder, needed when ``mean`` or ``std`` is ``"auto"``.
     Raises:
         UserError: an unknown spec form, a missing or mismatching checkpoint, or a bad run directory.
     """
     parsed = TeacherSpec.parse(spec, option)
     dev = resolve_device(device)
     if parsed.kind == "deeplabv3":
-        return DeepLabTeacher(parsed.target, dev, mean=mean, std=std, option=option)
+        if _is_auto(mean) or _is_auto(std):
+            parsed.check()  # a missing checkpoint fails before the videos are read
+        mean, std, source = deeplab_normalisation(mean, std, data, option=option)
+        return DeepLabTeacher(parsed.target, dev, mean=mean, std=std, option=option, normalisation=source)
     if mean is not None or std is not None:
         raise UserError(f"{option} {parsed}: mean/std apply to deeplabv3 teachers only (a run uses its model's own)")
     if not parsed.target.is_dir():

@@ -1,12 +1,12 @@
 """Resolving ``--weights``: a local file or folder, or a Hugging Face hub id, offline-first with clear errors.
 
 Nothing is downloaded at import time. A hub id is looked up in the local Hugging Face cache first; it is
-downloaded only when downloads are allowed (``HF_HUB_OFFLINE`` unset) and the id is not cached.
+downloaded only when downloads are allowed (``--allow-download``, see :mod:`echoseg.core.hub`) and the id is
+not cached.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import zipfile
 from collections.abc import Sequence
@@ -16,13 +16,9 @@ import torch
 from safetensors.torch import load_file
 
 from echoseg.core.errors import UserError
+from echoseg.core.hub import offline
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def offline() -> bool:
-    """Whether Hugging Face downloads are switched off."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def resolve_weights(spec: str | Path, required: Sequence[str] = ("config.json",), what: str = "--weights") -> Path:

@@ -12,7 +12,6 @@ downloaded when HF_HUB_OFFLINE=1.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from PIL import Image
 from echoseg.core.data.imaging import to_uint8
 from echoseg.core.data.manifest import STRUCTURE_NAMES
 from echoseg.core.errors import UserError
+from echoseg.core.hub import ALLOW_FLAG, offline
 
 GREEN = (0, 255, 0)
 _SYNONYMS: dict[str, str] = {
@@ -80,10 +80,6 @@ def boxed_image(image: np.ndarray, mask: np.ndarray, margin: int = 4) -> np.ndar
     return rgb
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 class VQAShapes:
     """A loaded VQA model that answers the shape question for (image, mask, structure) triples."""
 
@@ -114,8 +110,8 @@ class VQAShapes:
             self.model = AutoModelForVisualQuestionAnswering.from_pretrained(str(local) if local.exists() else src)
         except (OSError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            offline = " (HF_HUB_OFFLINE=1: nothing is downloaded)" if _offline() else ""
-            raise UserError(f"--vqa-model {src}: cannot load a VQA model{offline}: {first}; {how}") from None
+            note = f" (offline: nothing is downloaded without {ALLOW_FLAG})" if offline() else ""
+            raise UserError(f"--vqa-model {src}: cannot load a VQA model{note}: {first}; {how}") from None
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)

@@ -12,12 +12,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich.table import Table
 
 from echoseg.core.errors import UserError
 from echoseg.core.io import read_json
 from echoseg.core.runs import Run
+from echoseg.core.stats.labels import lineage, lineage_note, looks_like_stamp, run_labels, training_strategy
+from echoseg.core.stats.report import fmt_metric, fmt_p, unit_of
 
 STRUCTURE_ORDER = ("LV", "MYO", "LA")
+INTEGER_COLUMNS = ("n", "videos", "params", "best_epoch")
+DIFF_COLUMNS = ("mean_diff", "ci_low", "ci_high")
 
 
 def _load(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -37,17 +42,7 @@ def _load(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def strategy_of(summary: dict[str, Any], config: dict[str, Any]) -> str:
     """real, synthetic or synth-PT:real-FT, from the sources of the training data and --init-from."""
-    sources = set((summary.get("data", {}).get("train") or {}).get("source") or [])
-    if config.get("init_from"):
-        init = Path(config["init_from"])
-        try:
-            init_sources = set(read_json(init / "summary.json").get("data", {}).get("train", {}).get("source") or [])
-        except (OSError, ValueError):
-            init_sources = set()
-        first = "synth" if "synthetic" in init_sources else "real"
-        second = "synth" if "synthetic" in sources else "real"
-        return f"{first}-PT:{second}-FT"
-    return "synthetic" if sources == {"synthetic"} else "real" if sources <= {"real"} else "mixed"
+    return training_strategy(summary, config)
 
 
 def seg_row(run: Path, rec: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
@@ -72,12 +67,24 @@ def seg_row(run: Path, rec: dict[str, Any], summary: dict[str, Any]) -> dict[str
 
 
 def stats_rows(run: Path, summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows of the paired-test table from a stats wilcoxon run."""
+    """Rows of the paired-test table from a stats wilcoxon run.
+
+    Runs a stats run labelled by bare time stamps (unnamed runs, before labels came from run.json) are relabelled
+    from the paths its pairing recorded.
+    """
+    relabel: dict[str, str] = {}
+    pairing = [p for p in summary.get("pairing") or [] if isinstance(p, dict)]
+    stamped = {(p.get(side), p.get(f"path_{side}")) for p in pairing for side in ("a", "b")
+               if looks_like_stamp(str(p.get(side))) and p.get(f"path_{side}")}
+    if stamped:
+        labels = run_labels([path for _, path in sorted(stamped)], [label for label, _ in sorted(stamped)])
+        relabel = {label: new for (label, _), new in zip(sorted(stamped), labels, strict=True)}
     rows = []
     for r in summary.get("results", []):
+        a, b = (relabel.get(str(r.get(side)), r.get(side)) for side in ("a", "b"))
         rows.append({
-            "run": str(run), "comparison": f"{r.get('b')} vs {r.get('a')}", "group": r.get("group", "all"),
-            "n": r.get("n"), "mean_diff": r.get("mean_diff", r.get("mean_d")),
+            "run": str(run), "comparison": f"{b} vs {a}", "group": r.get("group", "all"),
+            "metric": summary.get("metric", "dice"), "n": r.get("n"), "mean_diff": r.get("mean_diff", r.get("mean_d")),
             "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high"),
             "r_rb": r.get("rank_biserial", r.get("r_rb")), "p": r.get("p_value", r.get("p")),
             "p_adj": r.get("p_adjusted", r.get("p_adj")),
@@ -90,6 +97,11 @@ def afd_row(run: Path, rec: dict[str, Any], summary: dict[str, Any], label: str 
     cfg = rec.get("config", {})
     model = summary.get("teacher") if isinstance(summary.get("teacher"), dict) else {}
     source = model.get("name") or cfg.get("masks") or cfg.get("areas") or run.name
+    segmenter_run = cfg.get("run_dir") or cfg.get("run")
+    if segmenter_run is None and str(cfg.get("teacher") or "").startswith("run:"):
+        segmenter_run = str(cfg["teacher"])[4:]
+    if label is None and segmenter_run and (Path(segmenter_run) / "run.json").is_file():
+        source = run_labels([segmenter_run])[0]
     return {
         "run": str(run), "segmenter": label or str(source),
         "aFD_ED_frames": summary.get("aFD_ED_frames"), "aFD_ES_frames": summary.get("aFD_ES_frames"),
@@ -125,31 +137,117 @@ def collect(runs: list[Path]) -> dict[str, pd.DataFrame]:
     return {"segmentation": pd.DataFrame(seg), "paired_tests": pd.DataFrame(stats), "afd": pd.DataFrame(afd)}
 
 
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, (float, np.floating)) and not np.isfinite(v))
+
+
 def _fmt(v: Any) -> str:
-    if v is None or (isinstance(v, float) and v != v):
+    """A cell of unknown meaning: integers with thousands separators, other numbers with 4 significant digits."""
+    if _missing(v):
         return "–"
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 1e-2 and v != 0 else f"{v:.3f}"
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)) or (isinstance(v, (float, np.floating)) and float(v).is_integer()
+                                            and abs(v) >= 1000):
+        return f"{int(v):,}"
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.4g}"
     return str(v)
 
 
-def markdown(tables: dict[str, pd.DataFrame]) -> str:
-    """The three tables as markdown (run paths left out for readability)."""
+def format_cell(column: str, value: Any, metric: str | None = None, units: bool = False) -> str:
+    """A table cell at the precision its column calls for: Dice 4 decimals, HD95 2 (pixels: the header says so),
+    counts as integers with thousands separators, p-values with 2 significant digits, aFD frames 2 decimals and
+    ms 1; differences of a paired test at the precision of their ``metric`` (with its unit when ``units``)."""
+    if _missing(value):
+        return "–"
+    if isinstance(value, (bool, np.bool_, str)):
+        return str(value)
+    x = float(value)
+    if column in INTEGER_COLUMNS and x.is_integer():
+        return f"{int(x):,}"
+    if column in DIFF_COLUMNS:
+        text = fmt_metric(x, metric or "dice", signed=True)
+        unit = unit_of(metric or "dice")
+        return f"{text} {unit}" if units and unit else text
+    if column.startswith(("dice", "iou")):
+        return f"{x:.4f}"
+    if column.startswith("hd95"):
+        return f"{x:.2f}"  # its header carries the unit (px)
+    if column in ("p", "p_adj"):
+        return fmt_p(x)
+    if column == "r_rb":
+        return f"{x:.3f}"
+    if column.endswith("_frames"):
+        return f"{x:.2f}"
+    if column.endswith("_ms") or column.endswith("_s"):
+        return f"{x:.1f}"
+    return _fmt(value)
+
+
+def _header(column: str) -> str:
+    return f"{column} (px)" if column.startswith("hd95") else column
+
+
+def table_rows(df: pd.DataFrame, columns: list[str], units: bool = False) -> list[list[str]]:
+    """Cells of ``columns`` of a report table, formatted by :func:`format_cell`."""
+    metrics = df["metric"] if "metric" in df.columns else pd.Series(["dice"] * len(df), index=df.index)
+    return [[format_cell(c, row[c], str(metric), units) for c in columns]
+            for (_, row), metric in zip(df.iterrows(), metrics, strict=True)]
+
+
+def provenance(runs: list[Path]) -> str | None:
+    """The one-line note that toy data or tiny model configs are behind ``runs`` (None when neither is)."""
+    return lineage_note(lineage(list(runs)))
+
+
+def markdown(tables: dict[str, pd.DataFrame], note: str | None = None) -> str:
+    """The three tables as markdown (run paths left out for readability), after ``note`` when given."""
     titles = {
         "segmentation": "Segmentation: mean test Dice per structure (Synthetic Boost Table 2)",
-        "paired_tests": "Paired Wilcoxon signed-rank tests on per-sample Dice, B - A (Synthetic Boost Fig. 2)",
+        "paired_tests": "Paired Wilcoxon signed-rank tests on per-sample metrics, B - A (Synthetic Boost Fig. 2)",
         "afd": "ED/ES detection: average frame distance (EchoDFKD)",
     }
     parts = ["# echoseg summary", ""]
+    if note:
+        parts += [f"**{note}**", ""]
     for key, df in tables.items():
         if df.empty:
             continue
-        shown = df.drop(columns=["run"])
-        parts += [f"## {titles[key]}", "", "| " + " | ".join(shown.columns) + " |",
-                  "|" + "---|" * len(shown.columns)]
-        parts += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+        shown = [c for c in df.columns if c != "run"]
+        parts += [f"## {titles[key]}", "", "| " + " | ".join(_header(c) for c in shown) + " |",
+                  "|" + "---|" * len(shown)]
+        cells = table_rows(df, shown)
+        if "metric" in shown:  # the unit of a paired test's differences goes with its metric
+            i = shown.index("metric")
+            for row in cells:
+                row[i] = f"{row[i]} ({unit_of(row[i])})" if unit_of(row[i]) else row[i]
+        parts += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
         parts.append("")
     return "\n".join(parts)
+
+
+SHOWN = {
+    "segmentation": ("model", "strategy", "prompt", "dice_LV", "dice_MYO", "dice_LA", "dice_mean", "hd95_mean"),
+    "paired_tests": ("comparison", "group", "metric", "n", "mean_diff", "ci_low", "ci_high", "p_adj"),
+    "afd": ("segmenter", "aFD_ED_frames", "aFD_ES_frames", "aFD_ED_ms", "aFD_ES_ms", "videos"),
+}
+
+
+def _console_header(column: str) -> str:
+    return (column.replace("_frames", "").replace("dice_", "Dice ").replace("hd95_mean", "HD95 (px)")
+            .replace("mean_diff", "mean B-A"))
+
+
+def rich_table(key: str, df: pd.DataFrame) -> Table:
+    """A compact rich table of the columns a reader looks at first (all columns are in summary.md)."""
+    table = Table(title=key.replace("_", " "))
+    cols = [c for c in SHOWN[key] if c in df.columns]
+    for col in cols:
+        table.add_column(_console_header(col), overflow="fold")
+    for cells in table_rows(df, cols, units=True):
+        table.add_row(*cells)
+    return table
 
 
 def figure(tables: dict[str, pd.DataFrame]):
@@ -183,7 +281,9 @@ def figure(tables: dict[str, pd.DataFrame]):
             ax.errorbar(d, y, xerr=[lo, hi], fmt="o", capsize=3)
             ax.axvline(0, color="k", lw=0.8)
             ax.set_yticks(y, [f"{c}\n{g}" for c, g in zip(df["comparison"], df["group"], strict=True)], fontsize=6)
-            ax.set_xlabel("mean Dice difference B - A (95% CI)")
+            metrics = sorted(set(df["metric"])) if "metric" in df.columns else ["dice"]
+            unit = unit_of(metrics[0]) if len(metrics) == 1 else None
+            ax.set_xlabel(f"mean {'/'.join(metrics)} difference B - A{f' ({unit})' if unit else ''} (95% CI)")
             ax.set_title("Paired tests")
         else:
             x = np.arange(len(df))

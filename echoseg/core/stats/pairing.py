@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from echoseg.core.errors import UserError
+from echoseg.core.stats.labels import run_labels
 
 METRIC_FILES = ("per_sample.csv", "metrics.csv")
 DEFAULT_KEY = "sample_id"
@@ -113,27 +114,6 @@ def read_table(path: str | Path, label: str | None = None) -> MetricsTable:
     if frame.empty:
         raise UserError(f"{csv}: no rows")
     return MetricsTable(path=csv, label=label or str(path), frame=frame)
-
-
-def short_labels(paths: list[str | Path]) -> list[str]:
-    """Distinguishing labels for paths: the parts that differ, without the leading and trailing parts all share.
-
-    ``real/cris/p0/metrics.csv`` and ``synth/cris/p0/metrics.csv`` become ``real`` and ``synth``.
-    """
-    parts = [Path(p).resolve().parts for p in paths]
-    if len(parts) < 2 or len(set(parts)) < len(parts):
-        return [Path(p).name or str(p) for p in paths] if len(parts) < 2 else [str(p) for p in paths]
-    shortest = min(len(p) for p in parts)
-    head = 0
-    while head < shortest - 1 and len({p[head] for p in parts}) == 1:
-        head += 1
-    tail = 0
-    while tail < shortest - head - 1 and len({p[len(p) - 1 - tail] for p in parts}) == 1:
-        tail += 1
-    labels = ["/".join(p[head:len(p) - tail]) for p in parts]
-    if any(not label for label in labels) or len(set(labels)) < len(labels):
-        return ["/".join(p[head:]) for p in parts]
-    return labels
 
 
 def _key_frame(table: MetricsTable, spec: KeySpec) -> tuple[pd.DataFrame, str]:
@@ -286,9 +266,13 @@ def pair_runs(
     group_by: tuple[str, ...] = (),
     allow_unpaired: bool = False,
 ) -> list[Pairing]:
-    """Read ``baseline`` and each of ``others`` and pair each other table with the baseline."""
+    """Read ``baseline`` and each of ``others`` and pair each other table with the baseline.
+
+    Tables are labelled by run (:func:`~echoseg.core.stats.labels.run_labels`: the run's name, else model, prompt
+    and strategy from its run.json); files outside run directories by the parts of their paths that differ.
+    """
     paths = [baseline, *others]
-    labels = short_labels(paths)
+    labels = run_labels(paths)
     tables = [read_table(p, label) for p, label in zip(paths, labels, strict=True)]
     return [
         pair_tables(tables[0], t, metric=metric, key=key, group_by=group_by, allow_unpaired=allow_unpaired)

@@ -16,6 +16,10 @@ from echoseg.core.stats.pairing import Pairing
 
 HEADERS = ["A", "B", "group", "n", "mean A", "mean B", "mean B-A [95% CI]", "median B-A", "r_rb", "p", "p adj",
            "method", "note"]
+#: decimals metric values are shown with (others: 4 significant digits) and their units
+METRIC_DECIMALS = {"dice": 4, "iou": 4, "hd95": 2}
+METRIC_UNITS = {"hd95": "px"}
+_VALUE_HEADERS = ("mean A", "mean B", "mean B-A [95% CI]", "median B-A", "B-A [95% CI]")
 
 
 def fmt_p(p: float) -> str:
@@ -32,10 +36,34 @@ def fmt(x: float, digits: int = 4) -> str:
     return f"{x:.{digits}g}"
 
 
+def fmt_metric(x: float, metric: str, signed: bool = False) -> str:
+    """A metric value at the metric's precision (Dice/IoU 4 decimals, HD95 2), ``-`` when undefined."""
+    if x is None or not math.isfinite(x):
+        return "-"
+    sign = "+" if signed else ""
+    decimals = METRIC_DECIMALS.get(str(metric).lower())
+    return f"{x:{sign}.4g}" if decimals is None else f"{x:{sign}.{decimals}f}"
+
+
+def unit_of(metric: str) -> str | None:
+    """The unit of a metric's values (``px`` for HD95), None for unitless ones."""
+    return METRIC_UNITS.get(str(metric).lower())
+
+
+def _with_unit(headers: list[str], metric: str) -> list[str]:
+    unit = unit_of(metric)
+    return [f"{h} ({unit})" if unit and h in _VALUE_HEADERS else h for h in headers]
+
+
+def _metric_of(table: pd.DataFrame) -> str:
+    return str(table["metric"].iloc[0]) if "metric" in table.columns and len(table) else ""
+
+
 def _ci(row: pd.Series) -> str:
-    text = f"{float(row['mean_diff']):+.4g}" if math.isfinite(row["mean_diff"]) else "-"
+    metric = row.get("metric", "")
+    text = fmt_metric(float(row["mean_diff"]), metric, signed=True)
     if math.isfinite(row["ci_low"]):
-        text += f" [{row['ci_low']:+.4g}, {row['ci_high']:+.4g}]"
+        text += f" [{fmt_metric(row['ci_low'], metric, True)}, {fmt_metric(row['ci_high'], metric, True)}]"
     return text
 
 
@@ -44,9 +72,11 @@ def display_rows(table: pd.DataFrame) -> list[list[str]]:
     rows = []
     for _, r in table.iterrows():
         p_adj = fmt_p(r["p_adjusted"]) + (" *" if bool(r["significant"]) else "")
-        rows.append([str(r["a"]), str(r["b"]), str(r["group"]), str(int(r["n"])), fmt(r["mean_a"]), fmt(r["mean_b"]),
-                     _ci(r), fmt(r["median_diff"]), fmt(r["rank_biserial"], 3), fmt_p(r["p_value"]), p_adj,
-                     str(r["method"]), str(r["note"] or "")])
+        metric = r.get("metric", "")
+        rows.append([str(r["a"]), str(r["b"]), str(r["group"]), f"{int(r['n']):,}", fmt_metric(r["mean_a"], metric),
+                     fmt_metric(r["mean_b"], metric), _ci(r), fmt_metric(r["median_diff"], metric, signed=True),
+                     fmt(r["rank_biserial"], 3), fmt_p(r["p_value"]), p_adj, str(r["method"]),
+                     str(r["note"] or "")])
     return rows
 
 
@@ -55,7 +85,8 @@ def markdown_table(table: pd.DataFrame) -> str:
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
-    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join("---" for _ in HEADERS) + "|"]
+    headers = _with_unit(HEADERS, _metric_of(table))
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in display_rows(table)]
     return "\n".join(lines) + "\n"
 
@@ -67,9 +98,9 @@ def rich_table(table: pd.DataFrame, title: str | None = None):
     """The results as a compact ``rich.table.Table`` (comparisons by number; labels and notes are logged)."""
 
     t = Table(title=title, show_lines=False)
-    for h in RICH_HEADERS:
+    for h, shown in zip(RICH_HEADERS, _with_unit(RICH_HEADERS, _metric_of(table)), strict=True):
         left = h in ("group", "method")
-        t.add_column(h, justify="left" if left else "right", overflow="fold",
+        t.add_column(shown, justify="left" if left else "right", overflow="fold",
                      no_wrap=h not in ("group", "B-A [95% CI]", "method"))
     for comparison, cells in zip(table["comparison"], display_rows(table), strict=True):
         _a, _b, group, n, mean_a, mean_b, ci, _median, r_rb, p, p_adj, method, _note = cells
@@ -97,7 +128,8 @@ def plot_differences(table: pd.DataFrame, metric: str = "dice"):
             ax.errorbar(mean[mask], y[mask], xerr=err[:, mask], fmt="o", color=color, capsize=3, label=name)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y, labels, fontsize=8)
-    ax.set_xlabel(f"mean {metric} difference B - A (95% bootstrap CI)")
+    unit = unit_of(metric)
+    ax.set_xlabel(f"mean {metric} difference B - A{f' ({unit})' if unit else ''} (95% bootstrap CI)")
     ax.legend(loc="best", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -147,7 +179,8 @@ def write_report(run, table: pd.DataFrame, pairings: list[Pairing], settings: di
         # redirected stderr (a log file) is read wider than the 80 columns rich assumes without a terminal
         out = console if console.is_terminal else Console(stderr=True, width=140, highlight=False)
         out.print(rich_table(table, title))
-    md = [f"# Paired Wilcoxon signed-rank tests ({settings['metric']})", "",
+    unit = unit_of(settings["metric"])
+    md = [f"# Paired Wilcoxon signed-rank tests ({settings['metric']}{f', {unit}' if unit else ''})", "",
           f"Differences are B - A; alternative {settings['alternative']}; zero method {settings['zero_method']}; "
           f"p-values adjusted with {settings['correction']} across {len(table)} test(s); * marks adjusted p < "
           f"{settings['alpha']}; CI: {settings['bootstrap']} bootstrap resamples (seed {settings['seed']}); r_rb: "

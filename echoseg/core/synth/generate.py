@@ -184,8 +184,8 @@ def generate(
     state = PartialState(cpu=device == "cpu")
     if device == "cuda" and state.device.type != "cuda":
         raise UserError("--device cuda: no CUDA device available")
+    _check_plan(run, plan)  # on every process: a refused resume stops them all, none is left at a barrier
     if state.is_main_process:
-        _check_plan(run, plan)
         write_csv(run.file("plan.csv"), plan)
     dtype = DTYPES[precision] if state.device.type == "cuda" else torch.float32
     unet = unet.to(state.device).eval()

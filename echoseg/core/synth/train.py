@@ -10,7 +10,11 @@ Run artefacts::
     checkpoints/latest.pt     step, UNet, EMA, optimiser and LR-schedule state (rewritten atomically)
     samples/step-NNNNNN.png   grid of (label map, EMA sample) pairs
     model/                    the EMA model, diffusers-style (see echoseg.core.models.diffusion)
-    metrics.jsonl             step, loss, lr
+    metrics.jsonl             step, loss, lr, elapsed_s (every ``log_every`` steps)
+    log.txt                   a line of step, loss, lr and elapsed time every ``log_line_every`` steps (about 1%
+                              of the steps, a multiple of ``log_every``), at every checkpoint and at the end
+
+A progress bar over the steps shows on a terminal (off with ``--no-progress`` or when stderr is not a terminal).
 
 Batches and noise come from generators seeded by (seed, step, process), so a resumed run continues the same
 sequence it would have followed uninterrupted.
@@ -19,6 +23,7 @@ sequence it would have followed uninterrupted.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from echoseg.core.config import StageConfig, check_all
+from echoseg.core.console import make_progress
 from echoseg.core.data.cache import build_cache, default_cache_dir
 from echoseg.core.data.manifest import read_manifest
 from echoseg.core.errors import UserError
@@ -99,10 +106,10 @@ def load_pairs(data: str | Path, size: int, cache_dir: Path | None = None, progr
 
 # ------------------------------------------------------------------------------------------------ config
 @dataclass
-class TrainConfig:
-    """Options of `synth train`; ``None`` fields take the named config's ``train`` defaults."""
+class SynthTrainConfig(StageConfig):
+    """Options of `synth train`; ``None`` fields take the named diffusion config's ``train`` defaults."""
 
-    config: str = "tiny"
+    model_config: str = "tiny"
     size: int = 256
     steps: int | None = None
     batch_size: int | None = None
@@ -119,14 +126,29 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
 
-    def resolved(self) -> TrainConfig:
+    def validate(self) -> None:
+        """Raise UserError on out-of-range values, naming the option."""
+        checks = [(16 <= int(self.size) <= 2048, f"--size must be in 16..2048, got {self.size}")]
+        for key, low in (("steps", 1), ("batch_size", 1), ("checkpoint_every", 1), ("sample_every", 0)):
+            value = getattr(self, key)
+            checks.append((value is None or int(value) >= low,
+                           f"--{key.replace('_', '-')} must be >= {low}, got {value}"))
+        checks += [
+            (self.lr is None or float(self.lr) > 0, f"--lr must be > 0, got {self.lr}"),
+            (self.ema_decay is None or 0.0 <= float(self.ema_decay) < 1.0,
+             f"--ema-decay must be in [0, 1), got {self.ema_decay}"),
+            (0.0 <= float(self.cond_dropout) < 1.0, f"--cond-dropout must be in [0, 1), got {self.cond_dropout}"),
+        ]
+        check_all(checks)
+
+    def resolved(self) -> SynthTrainConfig:
         """A copy with every ``None`` filled from the named config."""
-        defaults = get_config(self.config)["train"]
+        defaults = get_config(self.model_config)["train"]
         values = asdict(self)
         for key, value in defaults.items():
             if key in values and values[key] is None:
                 values[key] = value
-        return TrainConfig(**values)
+        return SynthTrainConfig(**values)
 
 
 def label_colours(labels: np.ndarray) -> np.ndarray:
@@ -142,7 +164,7 @@ def pair_grid(labels: np.ndarray, images: np.ndarray) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------------------------------- loop
-def _accelerator(cfg: TrainConfig):
+def _accelerator(cfg: SynthTrainConfig):
     from accelerate import Accelerator  # deferred: heavy import, loaded only when this path runs
 
     try:
@@ -155,7 +177,7 @@ def _lr_lambda(warmup: int):
     return lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
 
 
-def _batch(pairs: Pairs, cfg: TrainConfig, step: int, rank: int, device):
+def _batch(pairs: Pairs, cfg: SynthTrainConfig, step: int, rank: int, device):
     """Deterministic (images, labels, noise, timesteps, drop) for ``step`` on process ``rank``."""
     rng = np.random.default_rng([cfg.seed, step, rank])
     idx = np.sort(rng.choice(len(pairs.images), size=cfg.batch_size, replace=len(pairs.images) < cfg.batch_size))
@@ -167,6 +189,16 @@ def _batch(pairs: Pairs, cfg: TrainConfig, step: int, rank: int, device):
     return x0.to(device), labels.to(device), noise.to(device), drop.to(device), gen
 
 
+def _duration(seconds: float) -> str:
+    """``12.3s``, ``4m05s`` or ``2h03m``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
 def _save_checkpoint(path: Path, step: int, unet, ema, optimizer, lr_sched) -> None:
     with atomic_path(path) as tmp:
         torch.save({"step": step, "unet": unet.state_dict(), "ema": ema.state_dict(),
@@ -174,7 +206,7 @@ def _save_checkpoint(path: Path, step: int, unet, ema, optimizer, lr_sched) -> N
 
 
 @torch.no_grad()
-def _grid(run: Run, step: int, unet, ema, scheduler, pairs: Pairs, cfg: TrainConfig, device) -> Path:
+def _grid(run: Run, step: int, unet, ema, scheduler, pairs: Pairs, cfg: SynthTrainConfig, device) -> Path:
     """Sample the grid label maps with the EMA weights and write ``samples/step-NNNNNN.png``."""
 
     idx = np.unique(np.linspace(0, len(pairs.labels) - 1, max(1, cfg.grid_count)).round().astype(int))
@@ -193,8 +225,18 @@ def _grid(run: Run, step: int, unet, ema, scheduler, pairs: Pairs, cfg: TrainCon
     return path
 
 
-def train(run: Run, data: str | Path, cfg: TrainConfig, cache_dir: Path | None = None) -> dict[str, Any]:
+def log_line_every(steps: int, log_every: int) -> int:
+    """Steps between loss lines in log.txt: about 1% of ``steps``, a multiple of ``log_every`` (at least that)."""
+    log_every = max(1, int(log_every))
+    return log_every * max(1, round(steps / 100 / log_every))
+
+
+def train(run: Run, data: str | Path, cfg: SynthTrainConfig, cache_dir: Path | None = None,
+          progress: bool = True) -> dict[str, Any]:
     """Train (or, when ``run`` holds a checkpoint, continue training) and save the EMA model into ``run``.
+
+    ``progress`` allows the step progress bar (shown only when progress bars are on: a terminal, no
+    ``--no-progress``); log.txt gets loss lines either way.
 
     Returns:
         The summary (also written to summary.json).
@@ -207,8 +249,8 @@ def train(run: Run, data: str | Path, cfg: TrainConfig, cache_dir: Path | None =
         raise UserError("--steps and --batch-size must be >= 1")
     if not 0.0 <= cfg.cond_dropout < 1.0:
         raise UserError(f"--cond-dropout must be in [0, 1), got {cfg.cond_dropout}")
-    named = get_config(cfg.config)
-    pairs = load_pairs(data, cfg.size, cache_dir)
+    named = get_config(cfg.model_config)
+    pairs = load_pairs(data, cfg.size, cache_dir, progress=progress)
     if "split" in pairs.table and (pairs.table["split"].astype(str) == "train").any():
         keep = (pairs.table["split"].astype(str) == "train").to_numpy()
         pairs = Pairs(pairs.images[keep], pairs.labels[keep], pairs.table[keep].reset_index(drop=True))
@@ -236,12 +278,17 @@ def train(run: Run, data: str | Path, cfg: TrainConfig, cache_dir: Path | None =
     ema.to(device)
     raw = accelerator.unwrap_model(unet)
     n_params = sum(p.numel() for p in raw.parameters())
-    run.log(f"UNet2DModel '{cfg.config}': {n_params / 1e6:.2f}M parameters, {cfg.steps} steps, device {device}")
+    run.log(f"UNet2DModel '{cfg.model_config}': {n_params / 1e6:.2f}M parameters, {cfg.steps} steps, device {device}")
 
     timesteps = scheduler.config.num_train_timesteps
-    step, losses = start, []
+    step, losses, window = start, [], []
+    line_every = log_line_every(cfg.steps, cfg.log_every)
+    t0 = time.perf_counter()
+    bar = make_progress(show=progress and accelerator.is_main_process)
     try:
         unet.train()
+        bar.start()
+        task = bar.add_task("synth train", total=cfg.steps, completed=start)
         while step < cfg.steps:
             x0, labels, noise, drop, gen = _batch(pairs, cfg, step, accelerator.process_index, device)
             t = torch.randint(0, timesteps, (x0.shape[0],), generator=gen).to(device)
@@ -261,10 +308,21 @@ def train(run: Run, data: str | Path, cfg: TrainConfig, cache_dir: Path | None =
             if not math.isfinite(value):
                 raise RuntimeError(f"loss became {value} at step {step}; lower --lr or use --precision bf16/no")
             losses.append(value)
+            window.append(value)
+            lr = lr_sched.get_last_lr()[0]
+            elapsed = time.perf_counter() - t0
             if step % cfg.log_every == 0 or step == cfg.steps:
-                run.log_metrics({"step": step, "loss": float(np.mean(losses)), "lr": lr_sched.get_last_lr()[0]})
+                run.log_metrics({"step": step, "loss": float(np.mean(losses)), "lr": lr,
+                                 "elapsed_s": round(elapsed, 3)})
+                bar.update(task, description=f"synth train (loss {np.mean(losses):.4f})")
                 losses = []
-            if accelerator.is_main_process and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            checkpoint = bool(cfg.checkpoint_every) and step % cfg.checkpoint_every == 0
+            if step % line_every == 0 or checkpoint or step == cfg.steps:
+                run.log(f"step {step}/{cfg.steps}: loss {np.mean(window):.4f}  lr {lr:.3g}  "
+                        f"elapsed {_duration(elapsed)}{'  (checkpoint)' if checkpoint else ''}")
+                window = []
+            bar.advance(task)
+            if accelerator.is_main_process and checkpoint:
                 _save_checkpoint(ckpt_path, step, raw, ema, optimizer, lr_sched)
             if accelerator.is_main_process and cfg.sample_every and step % cfg.sample_every == 0:
                 _grid(run, step, raw, ema, scheduler, pairs, cfg, device)
@@ -272,15 +330,17 @@ def train(run: Run, data: str | Path, cfg: TrainConfig, cache_dir: Path | None =
         if accelerator.is_main_process and step > start:
             _save_checkpoint(ckpt_path, step, raw, ema, optimizer, lr_sched)
         raise
+    finally:
+        bar.stop()
     accelerator.wait_for_everyone()
-    summary: dict[str, Any] = {"steps": step, "config": cfg.config, "size": cfg.size, "images": len(pairs.images),
+    summary: dict[str, Any] = {"steps": step, "config": cfg.model_config, "size": cfg.size, "images": len(pairs.images),
                                "parameters": int(n_params), "cond_dropout": cfg.cond_dropout}
     if accelerator.is_main_process:
         _save_checkpoint(ckpt_path, step, raw, ema, optimizer, lr_sched)
         grid = _grid(run, step, raw, ema, scheduler, pairs, cfg, device)
         ema.copy_to(raw.parameters())
         model_dir = save_model(run.file("model"), raw, scheduler,
-                               conditioning_meta(cfg.config, cfg.size, cfg.cond_dropout))
+                               conditioning_meta(cfg.model_config, cfg.size, cfg.cond_dropout))
         metrics = run.read_metrics()
         summary.update({"final_loss": metrics[-1]["loss"] if metrics else None, "model": str(model_dir),
                         "grid": str(grid)})

@@ -221,7 +221,9 @@ def train(
         "best_epoch": book["best_epoch"], "best_val_dice": book["best_dice"], "time_to_best_s": book["time_to_best"],
         "epochs_run": book["epoch"], "stopped_early": book["stopped_early"], "train_time_s": book["elapsed"],
     }
-    if test_split is not None and accelerator.is_main_process:
+    if test_split is not None:
+        # Every process: the test caches are built collectively; the main process then scores the whole split
+        # while the others wait at a barrier inside (see evaluate_into_run). Non-main processes get None.
         artefacts.load_weights(raw, folder / "best.safetensors")
         summary["test"] = evaluate_into_run(raw, test_split, cols, cfg, accelerator, run, progress=progress)
     run.write_summary(summary)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from echoseg.core.data.echonet import (
     check_echonet,
     detect_echonet,
+    echonet_channel_stats,
     read_echonet,
     read_filelist,
     read_tracings,
@@ -18,6 +20,7 @@ from echoseg.core.data.echonet import (
     tracing_polygon,
     tracing_volume,
 )
+from echoseg.core.data.toy.echonet import write_toy_echonet
 from echoseg.core.data.video import load_video, write_video
 from echoseg.core.errors import UserError
 
@@ -207,3 +210,54 @@ def test_check_reports_filelist_without_split(tmp_path):
     assert table.empty
     assert len(problems) == 1 and problems[0].path.endswith("FileList.csv")
     assert "Split" in problems[0].reason
+
+
+def _rgb_pixels(path) -> np.ndarray:
+    """(N, 3) R, G, B levels of every pixel of every frame, read as echonet.utils.loadvideo does."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return np.stack(frames).reshape(-1, 3).astype(np.float64)
+
+
+def test_channel_stats_equal_numpy(tmp_path):
+    table = write_toy_echonet(tmp_path, videos=5, frames=16, size=32, seed=1)
+    videos = {n: tmp_path / "Videos" / f"{n}.avi" for n in table["FileName"]}
+    every = echonet_channel_stats(tmp_path, split="all", max_videos=None)
+    pixels = np.concatenate([_rgb_pixels(p) for p in videos.values()])
+    np.testing.assert_allclose(every.mean, pixels.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(every.std, pixels.std(axis=0), rtol=1e-12)  # population std, as EchoNet-Dynamic
+    assert (every.split, every.videos, every.frames) == ("all", 5, 80)
+    # the default split is TRAIN; a sample of max_videos is drawn without replacement, seeded
+    train = table[table["Split"] == "TRAIN"]["FileName"].tolist()
+    sample = echonet_channel_stats(tmp_path, max_videos=2, seed=3)
+    picked = np.sort(np.random.default_rng(3).choice(len(train), 2, replace=False))
+    pixels = np.concatenate([_rgb_pixels(videos[train[i]]) for i in picked])
+    np.testing.assert_allclose(sample.mean, pixels.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(sample.std, pixels.std(axis=0), rtol=1e-12)
+    assert (sample.split, sample.videos, sample.seed) == ("TRAIN", 2, 3)
+    assert echonet_channel_stats(tmp_path, max_videos=2, seed=3) == sample
+    assert echonet_channel_stats(tmp_path, split=None, max_videos=2, seed=3) == sample  # TRAIN when listed
+    with pytest.raises(UserError, match="no video in split"):
+        echonet_channel_stats(tmp_path, split="nope")
+
+
+def test_load_video_rgb_keeps_channel_order(tmp_path):
+    path = tmp_path / "colour.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 30.0, (16, 8), isColor=True)
+    if not writer.isOpened():
+        pytest.skip("no FFV1 writer in this OpenCV build")
+    frame = np.zeros((8, 16, 3), np.uint8)
+    frame[...] = (200, 100, 10)  # OpenCV frames are B, G, R
+    for _ in range(3):
+        writer.write(frame)
+    writer.release()
+    rgb = load_video(path, rgb=True)
+    assert rgb.shape == (3, 8, 16, 3)
+    assert tuple(int(v) for v in rgb[0, 0, 0]) == (10, 100, 200)
+    assert load_video(path).shape == (3, 8, 16)

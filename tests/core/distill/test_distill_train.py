@@ -77,6 +77,7 @@ def test_train_half_res_and_exact_resume(videos, tmp_path):
 
     part = Run.create("distill", None, out=tmp_path / "part", argv=["t"])
     train_student(_cfg(half_res=True, epochs=1), part, train_set, val_set, progress=False)
+    part.close()  # the interrupted process is gone: its lock with it
     resumed = Run.resume(tmp_path / "part", "distill", None, argv=["t"])
     train_student(_cfg(half_res=True, epochs=2), resumed, train_set, val_set, progress=False)
     strip = [{k: v for k, v in r.items() if k != "time"} for r in resumed.read_metrics()]

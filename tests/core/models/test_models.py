@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -62,6 +64,28 @@ def test_clipseg_spec_and_saved_pretrained_folder_rebuild(tmp_path):
         ref = m(x, ["Myocardium."])
         assert torch.allclose(rebuilt(x, ["Myocardium."]), ref)
         assert torch.allclose(loaded(x, ["Myocardium."]), ref, atol=1e-5)
+
+
+def test_clipseg_normalisation_from_transformers_v5_processor_config(tmp_path):
+    # transformers v5 saves a CLIPSegProcessor as processor_config.json (mean/std under "image_processor")
+    # and writes no preprocessor_config.json; v4 wrote the latter with mean/std at the top level
+    m = build_model("clipseg", "tiny", input_size=16)
+    m.hf.save_pretrained(tmp_path / "v5")
+    m.tokenizer.save_pretrained(tmp_path / "v5")
+    (tmp_path / "v5" / "processor_config.json").write_text(json.dumps({
+        "image_processor": {"image_mean": [0.1, 0.2, 0.3], "image_std": [0.4, 0.5, 0.6],
+                            "image_processor_type": "ViTImageProcessor"},
+        "processor_class": "CLIPSegProcessor"}))
+    assert not (tmp_path / "v5" / "preprocessor_config.json").exists()
+    loaded = build_model("clipseg", "tiny", weights=tmp_path / "v5", input_size=16)
+    assert loaded.mean == pytest.approx((0.1, 0.2, 0.3)) and loaded.std == pytest.approx((0.4, 0.5, 0.6))
+    # the v4 file still works
+    m.hf.save_pretrained(tmp_path / "v4")
+    m.tokenizer.save_pretrained(tmp_path / "v4")
+    (tmp_path / "v4" / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": [0.7, 0.7, 0.7], "image_std": [0.2, 0.2, 0.2]}))
+    loaded = build_model("clipseg", "tiny", weights=tmp_path / "v4", input_size=16)
+    assert loaded.mean == pytest.approx((0.7,) * 3) and loaded.std == pytest.approx((0.2,) * 3)
 
 
 def test_freeze_encoders_gives_no_gradient_to_clip():

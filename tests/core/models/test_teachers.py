@@ -10,8 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from echoseg.cli import main
+from echoseg.core.data.echonet import echonet_channel_stats
+from echoseg.core.data.toy.echonet import write_toy_echonet
 from echoseg.core.errors import UserError
 from echoseg.core.models.teachers import (
+    ECHODFKD_MEAN,
+    ECHODFKD_STD,
     ECHONET_MEAN,
     ECHONET_STD,
     build_deeplabv3,
@@ -56,6 +60,27 @@ def test_deeplabv3_echonet_checkpoint(deeplab):
     custom = load_teacher(f"deeplabv3:{deeplab['path']}", "cpu", mean=40.0, std=[60.0])
     np.testing.assert_allclose(custom.predict(frames), _reference(deeplab["module"], frames, [40.0] * 3, [60.0] * 3),
                                atol=1e-5)
+
+
+def test_deeplabv3_normalisation_auto_uses_the_data_statistics(deeplab, tmp_path):
+    assert (ECHONET_MEAN, ECHONET_STD) == (ECHODFKD_MEAN, ECHODFKD_STD)  # the default, under its former name too
+    default = load_teacher(f"deeplabv3:{deeplab['path']}", "cpu")
+    assert default.info["normalisation_source"] == {"mean": "EchoDFKD's constants", "std": "EchoDFKD's constants"}
+    write_toy_echonet(tmp_path / "toy", videos=3, frames=16, size=32)
+    stats = echonet_channel_stats(tmp_path / "toy", split=None)
+    teacher = load_teacher(f"deeplabv3:{deeplab['path']}", "cpu", mean="auto", std=["auto"], data=tmp_path / "toy")
+    assert teacher.mean == pytest.approx(stats.mean) and teacher.std == pytest.approx(stats.std)
+    assert teacher.info["normalisation_source"]["mean"]["videos"] == stats.videos
+    frames = np.random.default_rng(1).integers(0, 256, (2, 32, 32), dtype=np.uint8)
+    np.testing.assert_allclose(teacher.predict(frames), _reference(deeplab["module"], frames, stats.mean, stats.std),
+                               atol=1e-5)
+    half = load_teacher(f"deeplabv3:{deeplab['path']}", "cpu", mean="auto", data=tmp_path / "toy")
+    assert half.mean == pytest.approx(stats.mean) and half.std == pytest.approx(ECHODFKD_STD)
+    assert half.info["normalisation_source"]["std"] == "EchoDFKD's constants"
+    with pytest.raises(UserError, match="needs the data folder"):
+        load_teacher(f"deeplabv3:{deeplab['path']}", "cpu", mean="auto", std="auto")
+    with pytest.raises(UserError, match="checkpoint file not found"):
+        load_teacher(f"deeplabv3:{tmp_path / 'none.pt'}", "cpu", mean="auto", data=tmp_path / "toy")
 
 
 def test_bare_state_dict_and_aux_head_load(deeplab):
@@ -153,3 +178,5 @@ def test_run_teacher_errors(trained, tmp_path):
         load_teacher(f"run:{tmp_path / 'nope'}", "cpu")
     with pytest.raises(UserError, match="deeplabv3 teachers only"):
         load_teacher(f"run:{trained['unet']}", "cpu", mean=30.0)
+    with pytest.raises(UserError, match="deeplabv3 teachers only"):
+        load_teacher(f"run:{trained['unet']}", "cpu", mean="auto", data=tmp_path)

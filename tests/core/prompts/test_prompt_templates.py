@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -20,23 +18,6 @@ from echoseg.core.prompts.templates import (
     normalise_sex,
     number_words,
 )
-
-REPO = Path(__file__).resolve().parents[3]
-
-
-def reference_dir() -> Path | None:
-    """The published Synthetic Boost files: $ECHOSEG_REFERENCE, ../shared beside the clone, or /work/shared."""
-    candidates = [os.environ.get("ECHOSEG_REFERENCE", ""), REPO.parent / "shared" / "reference",
-                  REPO / "shared" / "reference", "/work/shared/reference"]
-    for c in candidates:
-        if not c:
-            continue
-        p = Path(c)
-        for q in (p, p / "synthetic-boost"):
-            if (q / "tasks" / "camus" / "test.json").is_file():
-                return q
-    return None
-
 
 WORD_TO_AGE = {number_words(n): n for n in range(130)}
 NAME_TO_STRUCTURE = {v: k for k, v in STRUCTURE_NAMES.items()}
@@ -137,11 +118,8 @@ def test_bad_style_or_structure():
 
 
 @pytest.mark.parametrize("task", ["camus/test.json", "camus/val.json", "sdm/test.json"])
-def test_regenerates_every_published_record(task):
-    ref = reference_dir()
-    if ref is None:
-        pytest.skip("published Synthetic Boost files not found (set ECHOSEG_REFERENCE)")
-    records = json.loads((ref / "tasks" / task).read_text())
+def test_regenerates_every_published_record(task, reference):
+    records = json.loads(reference("synthetic-boost", "tasks", task).read_text())
     with_quality = task.startswith("camus")
     assert len(records) == 600
     for rec in records:

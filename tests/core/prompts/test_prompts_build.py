@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -24,19 +23,7 @@ from echoseg.core.prompts.build import (
 )
 from echoseg.core.prompts.templates import SHAPES, Attributes, build_prompts, number_words
 
-REPO = Path(__file__).resolve().parents[3]
 WORD_TO_AGE = {number_words(n): n for n in range(130)}
-
-
-def reference_dir() -> Path | None:
-    """The published Synthetic Boost files: $ECHOSEG_REFERENCE, ../shared beside the clone, or /work/shared."""
-    for c in (os.environ.get("ECHOSEG_REFERENCE", ""), REPO.parent / "shared" / "reference",
-              REPO / "shared" / "reference", "/work/shared/reference"):
-        if c:
-            for q in (Path(c), Path(c) / "synthetic-boost"):
-                if (q / "tasks" / "camus" / "test.json").is_file():
-                    return q
-    return None
 
 
 def row(structure="LV", view="2CH", phase="ED", sex="M", age=73, quality="Good", split="test", patient="patient0001",
@@ -216,14 +203,11 @@ def _published_metadata(records: list[dict]) -> dict[tuple[str, str], dict]:
     return meta
 
 
-def test_published_patients_are_reproduced_end_to_end(tmp_path):
+def test_published_patients_are_reproduced_end_to_end(tmp_path, reference):
     """A CAMUS-layout set whose patients match the published test.json gives its p0–p6 exactly (p7 but the shape)."""
-    ref = reference_dir()
-    if ref is None:
-        pytest.skip("published Synthetic Boost files not found (set ECHOSEG_REFERENCE)")
+    published = json.loads(reference("synthetic-boost", "tasks", "camus", "test.json").read_text())
     from echoseg.core.data.toy.camus import write_toy_camus
 
-    published = json.loads((ref / "tasks" / "camus" / "test.json").read_text())
     meta = _published_metadata(published)
     write_toy_camus(tmp_path, patients=3, size=64, layout="nifti", seed=3)
     for (patient, view), info in meta.items():
@@ -284,14 +268,11 @@ def _draw_camus_labels(size: int, seed: int):
     return lm, rng.integers(0, 255, (size, size), dtype=np.uint8)
 
 
-def test_published_sdm_names_and_prompts_are_reproduced(tmp_path):
+def test_published_sdm_names_and_prompts_are_reproduced(tmp_path, reference):
     """SDM CAMUS testing files named as in the paper's tasks/sdm/test.json give its p0–p5 and p6 but the shape."""
-    ref = reference_dir()
-    if ref is None:
-        pytest.skip("published Synthetic Boost files not found (set ECHOSEG_REFERENCE)")
+    published = json.loads(reference("synthetic-boost", "tasks", "sdm", "test.json").read_text())
     from echoseg.core.io import write_png
 
-    published = json.loads((ref / "tasks" / "sdm" / "test.json").read_text())
     expected = [r for r in published if r["img_name"][:11] in {"patient0001", "patient0002"}]
     attrs = []
     for i, name in enumerate(sorted({r["img_name"] for r in expected})):

@@ -67,7 +67,7 @@ def test_missing_weights_is_a_clear_user_error(tmp_path, monkeypatch):
     with pytest.raises(UserError) as info:
         VQAShapes("nobody/no-such-vqa-model-xyz")
     msg = str(info.value)
-    assert "--vqa-model nobody/no-such-vqa-model-xyz" in msg and "HF_HUB_OFFLINE" in msg and "save_pretrained" in msg
+    assert "--vqa-model nobody/no-such-vqa-model-xyz" in msg and "--allow-download" in msg and "save_pretrained" in msg
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no config.json"):
         VQAShapes(tmp_path / "empty")

@@ -9,7 +9,7 @@ import pytest
 
 from echoseg.cli import main
 from echoseg.core.errors import UserError
-from echoseg.core.report.summary import collect, markdown, strategy_of
+from echoseg.core.report.summary import collect, format_cell, markdown, provenance, strategy_of
 from echoseg.core.runs import Run, run_context
 
 
@@ -77,3 +77,55 @@ def test_cli_writes_summary_files(tmp_path, capsys):
     assert json.loads((out / "summary.json").read_text())["segmentation"][0]["strategy"] == "real"
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "r2")]) == 2
     assert not (tmp_path / "r2").exists()
+
+
+def test_numbers_are_formatted_by_column(tmp_path):
+    assert format_cell("params", 5701.0) == "5,701" and format_cell("videos", 12) == "12"
+    assert format_cell("dice_LV", 0.00363) == "0.0036" and format_cell("dice_mean", 0.155345953) == "0.1553"
+    assert format_cell("hd95_mean", 2.487662475989179) == "2.49"
+    assert format_cell("mean_diff", 30.3921, "hd95", units=True) == "+30.39 px"
+    assert format_cell("mean_diff", 0.012345, "dice") == "+0.0123" and format_cell("p_adj", 0.0123) == "0.012"
+    assert format_cell("aFD_ED_frames", 1.23456) == "1.23" and format_cell("aFD_ED_ms", 41.15) == "41.1"
+    assert format_cell("dice_LA", None) == "–" and format_cell("frozen", False) == "False"
+    real = _train(tmp_path, "real", "real")
+    afd = _run(tmp_path / "afd", "eval afd", {"masks": "preds"},
+               {"aFD_ED_frames": 1.5, "aFD_ES_frames": 2.0, "aFD_ED_ms": 30.0, "aFD_ES_ms": 40.0,
+                "videos_evaluated": 4, "parameters": 5701})
+    md = markdown(collect([real, afd]))
+    assert "hd95_mean (px)" in md and "| 4.00 |" in md and "| 5,701 |" in md and "5701.000" not in md
+
+
+def test_unnamed_runs_are_relabelled_and_toy_runs_noted(tmp_path, capsys):
+    toy = _run(tmp_path / "toy", "data toy-camus", {}, {})
+    prompts = Run.create("prompts", "build", out=tmp_path / "prompts", inputs={"data": toy})
+    with run_context(prompts):
+        prompts.write_summary({})
+    per = {"LV": {"dice_mean": 0.9}}
+    summary = {"data": {"train": {"source": ["real"]}}, "test": {"overall": {"dice_mean": 0.9}, "per_structure": per}}
+    stamped = []
+    for stamp, model in (("20240101-120000", "unet"), ("20240101-120100", "clipseg")):
+        run = Run.create("train", out=tmp_path / "train" / stamp, inputs={"train_data": prompts.path},
+                         config={"model": model, "prompt": "p7", "model_config": "tiny"})
+        with run_context(run):
+            run.write_summary(summary)
+        stamped.append(run.path)
+    # a stats run made when unnamed runs were labelled by their time stamps
+    pairing = [{"a": "20240101-120000", "b": "20240101-120100", "path_a": str(stamped[0] / "per_sample.csv"),
+                "path_b": str(stamped[1] / "per_sample.csv")}]
+    results = [{"a": "20240101-120000", "b": "20240101-120100", "group": "all", "n": 10, "mean_diff": 0.05,
+                "ci_low": 0.01, "ci_high": 0.09, "rank_biserial": 0.6, "p_value": 0.01, "p_adjusted": 0.02}]
+    run = Run.create("stats", "wilcoxon", out=tmp_path / "stats", inputs={"a": stamped[0], "b": stamped[1]})
+    with run_context(run):
+        run.write_summary({"metric": "dice", "pairing": pairing, "results": results})
+    stats = run.path
+    tables = collect([*stamped, stats])
+    assert tables["paired_tests"].loc[0, "comparison"] == "clipseg p7 real vs unet real"
+    note = provenance([stats])
+    assert note is not None and "toy data" in note and "tiny models" in note
+    assert provenance([_train(tmp_path, "real", "real")]) is None
+    out = tmp_path / "report"
+    assert main(["report", *map(str, stamped), str(stats), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "clipseg p7 real vs unet real" in err and note in err
+    md = (out / "summary.md").read_text()
+    assert md.count(note) == 1 and "20240101-120000" not in md

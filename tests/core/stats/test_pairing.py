@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +11,12 @@ import pandas as pd
 import pytest
 
 from echoseg.core.errors import UserError
-from echoseg.core.stats.pairing import KeySpec, pair_runs, pair_tables, read_table, short_labels
+from echoseg.core.models import list_models
+from echoseg.core.models.base import SegModel
+from echoseg.core.runs import Run, run_context
+from echoseg.core.stats.labels import TEXT_FREE_MODELS, describe_run, run_labels, short_labels
+from echoseg.core.stats.pairing import KeySpec, pair_runs, pair_tables, read_table
 
-REFERENCE = Path(__file__).resolve().parents[4] / "shared" / "reference" / "synthetic-boost" / "metrics"
 SB_REGEX = r"mask_(?P<structure>\d)/(?P<stem>[^/]+)_gt\.png$"
 
 
@@ -146,11 +151,52 @@ def test_short_labels():
     assert short_labels(["/r/a.csv", "/r/b.csv"]) == ["a.csv", "b.csv"]
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="shared/reference/synthetic-boost not present beside the clone")
-def test_reads_real_published_metrics():
-    real = REFERENCE / "camus_metrics_reduce_lr/clip_seg_bs_128/p0/metrics.csv"
-    ptft = REFERENCE / "pt_on_sdm_camus_ft_on_camus_metrics_reduce_lr/clip_seg_bs_128/p0/metrics.csv"
+def test_reads_real_published_metrics(reference):
+    real = reference("synthetic-boost/metrics/camus_metrics_reduce_lr/clip_seg_bs_128/p0/metrics.csv")
+    ptft = reference("synthetic-boost/metrics", "pt_on_sdm_camus_ft_on_camus_metrics_reduce_lr",
+                     "clip_seg_bs_128/p0/metrics.csv")
     [pairing] = pair_runs(real, [ptft], key=KeySpec(regex=SB_REGEX), group_by=("structure",))
     assert (pairing.n_paired, pairing.only_a, pairing.only_b, pairing.dropped_nonfinite) == (600, 0, 0, 0)
     assert pairing.data.groupby("structure").size().to_dict() == {"1": 200, "2": 200, "3": 200}
     assert 0 < pairing.data["a"].mean() <= 100  # percentages
+
+
+def _train_run(path: Path, model: str, prompt: str, source: str, init_from: Path | None = None) -> Path:
+    run = Run.create("train", out=path, config={"model": model, "prompt": prompt,
+                                                "init_from": str(init_from) if init_from else None})
+    with run_context(run):
+        run.write_summary({"data": {"train": {"source": [source]}}})
+    per_sample().to_csv(path / "per_sample.csv", index=False)
+    return path
+
+
+def test_text_free_models_match_the_model_classes():
+    for name in list_models("segmentation"):
+        module = importlib.import_module(f"echoseg.core.models.{name}")
+        [cls] = [c for _, c in inspect.getmembers(module, inspect.isclass)
+                 if issubclass(c, SegModel) and c is not SegModel and c.__module__ == module.__name__]
+        assert (name in TEXT_FREE_MODELS) == (not cls.uses_text), name
+
+
+def test_runs_are_labelled_by_name_else_by_their_config(tmp_path):
+    stamps = tmp_path / "runs" / "train"
+    clip = _train_run(stamps / "20240101-120000", "clipseg", "p7", "real")
+    synth = _train_run(stamps / "20240101-120100", "unet", "p4", "synthetic")
+    ptft = _train_run(stamps / "20240101-120200", "unet", "p4", "real", init_from=synth)
+    named = _train_run(stamps / "20240101-120300_baseline", "unet", "p4", "real")
+    chosen = _train_run(tmp_path / "train-cris-real", "cris", "p0", "real")
+    assert describe_run(clip) == "clipseg p7 real"  # text-free unet gets no prompt
+    assert run_labels([clip, synth, ptft, named, chosen / "per_sample.csv"]) == [
+        "clipseg p7 real", "unet synthetic", "unet synthetic->real", "baseline", "train-cris-real"]
+    [pairing] = pair_runs(clip, [ptft])
+    assert (pairing.label_a, pairing.label_b) == ("clipseg p7 real", "unet synthetic->real")
+    # equal descriptions stay apart: the differing part of their paths is added, then a number
+    twin = _train_run(stamps / "20240101-120400", "clipseg", "p7", "real")
+    assert run_labels([clip, twin]) == ["clipseg p7 real (20240101-120000)", "clipseg p7 real (20240101-120400)"]
+    assert run_labels([clip, clip], ["x", "x"]) == ["clipseg p7 real (x) #1", "clipseg p7 real (x) #2"]
+    # files outside run directories keep the short path labels
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        per_sample().to_csv(tmp_path / name / "per_sample.csv", index=False)
+    [plain] = pair_runs(tmp_path / "a", [tmp_path / "b"])
+    assert (plain.label_a, plain.label_b) == ("a", "b")

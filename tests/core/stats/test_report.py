@@ -13,7 +13,7 @@ from statsmodels.stats.multitest import multipletests
 from echoseg.core.errors import UserError
 from echoseg.core.runs import Run, run_context
 from echoseg.core.stats.pairing import KeySpec, pair_runs
-from echoseg.core.stats.report import markdown_table, write_report
+from echoseg.core.stats.report import fmt_metric, markdown_table, write_report
 from echoseg.core.stats.wilcoxon import RESULT_COLUMNS, compare_pairings
 
 
@@ -77,3 +77,22 @@ def test_write_report(tmp_path):
     md = (run.path / "summary.md").read_text()
     assert md.count("\n| run0 | run") == 2
     assert "| A | B | group | n |" in markdown_table(table)
+
+
+def test_metric_values_carry_their_precision_and_unit(tmp_path):
+    assert fmt_metric(2.487662475989179, "hd95") == "2.49" and fmt_metric(0.812345678, "dice") == "0.8123"
+    assert fmt_metric(0.01, "dice", signed=True) == "+0.0100" and fmt_metric(float("nan"), "dice") == "-"
+    assert fmt_metric(123.456789, "loss") == "123.5"
+    base, other = runs(tmp_path, shifts=(0.0, 0.02))
+    for path in (base, other):  # an HD95-like column in pixels
+        df = pd.read_csv(path / "per_sample.csv")
+        df["hd95"] = df["dice"] * 10
+        df.to_csv(path / "per_sample.csv", index=False)
+    table = compare_pairings(pair_runs(base, [other], metric="hd95"), n_boot=50)
+    md = markdown_table(table)
+    assert "| mean A (px) | mean B (px) | mean B-A [95% CI] (px) |" in md
+    cells = md.splitlines()[2].split(" | ")
+    row = table.iloc[0]
+    assert cells[4] == f"{row['mean_a']:.2f}"
+    assert cells[6] == f"{row['mean_diff']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
+    assert "2.48766" not in md

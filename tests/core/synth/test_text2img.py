@@ -93,6 +93,7 @@ def test_text_to_image_writes_images_and_manifest_and_resumes(tiny_sd, tmp_path)
     import os
 
     os.remove(manifest["image"][3])
+    run.close()  # as if the first process had ended
     generate_from_prompts(Run.resume(run.path, "synth", "generate"), tiny_sd, prompts, **kw)
     after = [open(p, "rb").read() for p in manifest["image"]]
     assert after == before  # the missing image is regenerated identically, the others untouched

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from echoseg.core.console import set_progress
 from echoseg.core.data.check import check_dataset
 from echoseg.core.data.imaging import load_mask
 from echoseg.core.data.manifest import write_manifest
@@ -18,7 +19,7 @@ from echoseg.core.errors import UserError
 from echoseg.core.models.diffusion import load_model
 from echoseg.core.runs import Run
 from echoseg.core.synth.generate import generate, plan_samples
-from echoseg.core.synth.train import TrainConfig, label_convention, load_pairs, train
+from echoseg.core.synth.train import SynthTrainConfig, label_convention, load_pairs, log_line_every, train
 
 SIZE = 32
 
@@ -33,7 +34,7 @@ def camus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(camus, tmp_path_factory):
     run = Run.create("synth", "train", out=tmp_path_factory.mktemp("train") / "run")
-    cfg = TrainConfig(size=SIZE, steps=3, batch_size=2, device="cpu", checkpoint_every=2, cond_dropout=0.2)
+    cfg = SynthTrainConfig(size=SIZE, steps=3, batch_size=2, device="cpu", checkpoint_every=2, cond_dropout=0.2)
     summary = train(run, camus, cfg)
     return run.path, summary
 
@@ -59,12 +60,42 @@ def test_training_writes_a_reloadable_model(trained):
     assert rows[-1]["step"] == 3
 
 
+def test_training_logs_loss_lines_and_metrics(trained):
+    path, _ = trained
+    log = (path / "log.txt").read_text()
+    # steps=3, checkpoint_every=2: a line at the checkpoint and one at the end, each with loss, lr, elapsed
+    lines = [line for line in log.splitlines() if " step " in line and ": loss " in line]
+    assert len(lines) == 2, log
+    assert "step 2/3: loss " in lines[0] and "(checkpoint)" in lines[0] and "step 3/3: loss " in lines[1]
+    assert all(" lr " in line and " elapsed " in line for line in lines)
+    assert log.index("step 3/3") < log.index("model saved")
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    assert all({"step", "loss", "lr", "elapsed_s"} <= set(row) for row in rows)
+    assert log_line_every(100_000, 10) == 1000 and log_line_every(20, 10) == 10 and log_line_every(3, 10) == 10
+    assert log_line_every(1000, 1) == 10 and log_line_every(1000, 3) == 9
+
+
+def test_training_shows_a_step_progress_bar(camus, tmp_path, capsys):
+    cfg = SynthTrainConfig(size=SIZE, steps=2, batch_size=2, device="cpu", checkpoint_every=2, grid_count=1,
+                           grid_steps=2)
+    set_progress(True)
+    try:
+        train(Run.create("synth", "train", out=tmp_path / "bar"), camus, cfg)
+    finally:
+        set_progress(None)
+    assert "synth train" in capsys.readouterr().err
+    capsys.readouterr()
+    train(Run.create("synth", "train", out=tmp_path / "quiet"), camus, cfg, progress=False)
+    assert "synth train" not in capsys.readouterr().err
+
+
 def test_resumed_training_matches_uninterrupted(camus, tmp_path):
-    cfg = TrainConfig(size=SIZE, steps=4, batch_size=2, device="cpu", checkpoint_every=2, log_every=1)
+    cfg = SynthTrainConfig(size=SIZE, steps=4, batch_size=2, device="cpu", checkpoint_every=2, log_every=1)
     full = Run.create("synth", "train", out=tmp_path / "full")
     train(full, camus, cfg)
     part = Run.create("synth", "train", out=tmp_path / "part")
-    train(part, camus, TrainConfig(**{**cfg.__dict__, "steps": 2}))
+    train(part, camus, SynthTrainConfig(**{**cfg.__dict__, "steps": 2}))
+    part.close()  # the interrupted process is gone: its lock with it
     train(Run.resume(part.path, "synth", "train"), camus, cfg)
     a, _, _ = load_model(full.path)
     b, _, _ = load_model(part.path)
@@ -107,11 +138,13 @@ def test_generation_resumes_without_changing_written_samples(trained, camus, tmp
     before = {f: f.read_bytes() for f in files}
     mtimes = {f: f.stat().st_mtime_ns for f in files[1:]}
     files[0].unlink()  # as if killed before this sample was written
+    run.close()
     resumed = Run.resume(run.path, "synth", "generate")
     summary = generate(resumed, trained[0], camus, **kw)
     assert summary["images"] == 5
     assert files[0].read_bytes() == before[files[0]]  # regenerated identically from its seed
     assert all(f.stat().st_mtime_ns == mtimes[f] for f in files[1:])  # the others were skipped
+    resumed.close()
     with pytest.raises(UserError, match="different sample plan"):
         generate(Run.resume(run.path, "synth", "generate"), trained[0], camus, **{**kw, "seed": 4})
 
