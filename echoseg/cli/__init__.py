@@ -30,6 +30,7 @@ from echoseg.cli import eval as evaluate
 from echoseg.core.console import console, set_progress
 from echoseg.core.errors import UserError
 from echoseg.core.hub import apply_offline_default
+from echoseg.core.paths import check_arguments
 
 app = typer.Typer(
     name="echoseg",
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     click_error, click_exit, click_abort = _click_exceptions()
     try:
+        check_arguments(sys.argv[1:])  # a non-UTF-8 path crashes native readers: exit 2 before any code sees it
         result = app(args=argv, prog_name="echoseg", standalone_mode=False)
         return int(result) if isinstance(result, int) else 0
     except click_exit as exc:

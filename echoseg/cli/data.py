@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from echoseg.cli.options import ConfigOpt, NameOpt, OutOpt, SeedOpt, SetOpt, emit_run_path, open_run, resolve
+from echoseg.cli.options import argv as command_argv
 from echoseg.core.errors import UserError
 from echoseg.core.runs import run_context
 
@@ -131,30 +132,54 @@ def import_dicom(
     files: Annotated[list[Path], typer.Argument(help="DICOM files (single- or multi-frame ultrasound).")],
     out: OutOpt = None,
     name: NameOpt = None,
-    size: Annotated[int, typer.Option(help="Output frame size in pixels (0 keeps the original size).")] = 112,
+    size: Annotated[int, typer.Option(help="Output frame size in pixels: frames are padded to a centred square, "
+                                      "then resized (0 keeps the original size, unpadded).")] = 112,
     split: Annotated[str, typer.Option(help="Split written to FileList.csv for every clip.")] = "TEST",
+    crop: Annotated[str, typer.Option(help="none: the whole frame; region: only the first "
+                                      "SequenceOfUltrasoundRegions rectangle (drops text burned in around "
+                                      "it; its PhysicalDeltaX/Y give the pixel spacing).")] = "none",
+    any_modality: Annotated[bool, typer.Option("--any-modality", help="Also import files whose Modality is not "
+                                               "US (CT, MR, ...); by default they are refused.")] = False,
+    allow_burned_in: Annotated[bool, typer.Option("--allow-burned-in", help="Import BurnedInAnnotation=YES files "
+                                                  "uncropped (patient text in the pixels is kept); by default "
+                                                  "they need --crop region.")] = False,
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
     """Import DICOM cines as an EchoNet-Dynamic-layout data set (grey AVI + FileList.csv).
 
-    Example: echoseg data import-dicom clip1.dcm clip2.dcm --out imported
+    Frame rate from FrameTime, FrameTimeVector or CineRate (dicom_sources.csv and summary.json say which). Only
+    Modality US unless --any-modality; BurnedInAnnotation=YES is refused unless --crop region or
+    --allow-burned-in. No source path and no patient name, id or birth date is written: dicom_sources.csv
+    identifies each source by the sha256 of its absolute path.
+
+    Example: echoseg data import-dicom clip1.dcm clip2.dcm --crop region --out imported
     """
+    from echoseg.core.data.dicom import CROPS, import_summary, source_hash
     from echoseg.core.data.dicom import import_dicom as _import
+    from echoseg.core.paths import check_native_path
 
     cfg = resolve(ctx, config, sets, exclude=("files",))
     for f in files:
+        check_native_path(f, "DICOM file")
         if not Path(f).is_file():
             raise UserError(f"{f}: file not found")
     if cfg["size"] < 0:
         raise UserError(f"--size must be >= 0, got {cfg['size']}")
     if str(cfg["split"]).upper() not in ("TRAIN", "VAL", "TEST"):
         raise UserError(f"--split must be TRAIN, VAL or TEST, got {cfg['split']!r}")
-    run = open_run("data", "import-dicom", cfg, out=out, name=name, inputs={"files": [str(f) for f in files]})
+    if cfg["crop"] not in CROPS:
+        raise UserError(f"--crop must be one of {', '.join(CROPS)}, got {cfg['crop']!r}")
+    # run.json keeps the command line with its source paths replaced by the sha256 that dicom_sources.csv lists
+    typed, given = command_argv(), {Path(f) for f in files}
+    start = typed.index("import-dicom") + 1 if "import-dicom" in typed else 1
+    redacted = typed[:start] + [f"sha256:{source_hash(a)}" if Path(a) in given else a for a in typed[start:]]
+    run = open_run("data", "import-dicom", cfg, out=out, name=name, command_line=redacted)
     with run_context(run):
-        filelist = _import([Path(f) for f in files], run.path, size=cfg["size"], split=cfg["split"], log=run.log)
-        run.write_summary({"dataset": "echonet", "videos": len(filelist),
-                           "frames": int(filelist["NumberOfFrames"].sum())})
+        filelist = _import([Path(f) for f in files], run.path, size=cfg["size"], split=cfg["split"], log=run.log,
+                           crop=cfg["crop"], any_modality=cfg["any_modality"],
+                           allow_burned_in=cfg["allow_burned_in"])
+        run.write_summary(import_summary(run.path))
         run.log(f"imported {len(filelist)} DICOM clip(s)")
     emit_run_path(run.path)
 

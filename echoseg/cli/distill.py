@@ -17,13 +17,12 @@ from echoseg.cli.options import (
     SeedOpt,
     SetOpt,
     emit_run_path,
-    explicit_params,
     open_run,
     resolve,
+    resumed,
 )
-from echoseg.core.config import resumed_config
 from echoseg.core.distill.run import distill as run_distill
-from echoseg.core.distill.run import select_rows, select_videos
+from echoseg.core.distill.run import distill_inputs
 from echoseg.core.distill.train import DistillConfig
 from echoseg.core.errors import UserError
 from echoseg.core.metrics.afd_report import SPLITS
@@ -69,6 +68,10 @@ def distill(
         "--patience", help="Stop after this many epochs without a lower validation loss.")] = 10,
     teacher_batch_size: Annotated[int, typer.Option(
         "--teacher-batch-size", help="Frames per teacher forward pass while pseudo-labelling.")] = 32,
+    skip_bad: Annotated[bool, typer.Option(
+        "--skip-bad", help="Leave out a damaged video (undecodable, or not FileList.csv's NumberOfFrames or size; "
+        "--eval-data: also traced frames outside it) and list it in problems.csv and summary.json, instead of "
+        "stopping (exit 2).")] = False,
     precision: PrecisionOpt = "no",
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
@@ -80,7 +83,7 @@ def distill(
 ) -> None:
     """Distil a teacher into a small causal ConvLSTM student from pseudo-labels on (synthetic) videos.
 
-    The teacher labels every frame once (cached as uint8 in <data>/.echoseg-pseudo/<key>/, reused by later runs
+    The teacher labels every frame once (cached as uint8 in $ECHOSEG_CACHE/pseudo/<key>/, reused by later runs
     with the same teacher); the student learns them with BCE on random windows, early stopping on validation loss,
     and a binarisation threshold picked on validation.
 
@@ -90,8 +93,7 @@ def distill(
     Example: echoseg distill --teacher run:runs/train/unet --data toy/echonet --blocks 2 --epochs 5
     """
     if resume is not None:
-        cfg = resumed_config(resume, "distill", explicit_params(ctx), ctx.params, RESUMABLE,
-                             requires=("teacher", str, "distillation"))
+        cfg = resumed(ctx, resume, "distill", RESUMABLE, requires=("teacher", str, "distillation"))
     else:
         cfg = resolve(ctx, config, sets)
         for key in ("data", "val_data", "eval_data"):
@@ -105,14 +107,12 @@ def distill(
     dc = DistillConfig.from_dict(cfg)
     dc.validate()
     TeacherSpec.parse(dc.teacher).check()
-    select_videos(dc.data, dc.val_data)
-    if dc.eval_data is not None:
-        select_rows(dc.eval_data, dc.eval_split, "--eval-data")
+    videos = distill_inputs(dc)  # selected and checked as `data check` does, before the run exists
     inputs = {"data": dc.data, "val_data": dc.val_data, "eval_data": dc.eval_data,
               "teacher": dc.teacher.partition(":")[2]}
     run = open_run("distill", None, cfg, out=out, name=name, resume=resume, inputs=inputs)
     with run_context(run):
-        run_distill(dc, run)
+        run_distill(dc, run, inputs=videos)
     emit_run_path(run.path)
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -44,6 +45,24 @@ SaveMasksOpt = Annotated[bool, typer.Option(
     "--save-masks", help="With --run/--teacher: write the LV probabilities as masks/<FileName>.npz (uint8 0..255; "
     "reusable with --masks).")]
 ModelBatchOpt = Annotated[int, typer.Option("--batch-size", help="Frames per forward pass.")]
+SkipBadOpt = Annotated[bool, typer.Option(
+    "--skip-bad", help="Leave out a damaged video or mask file (undecodable, or not FileList.csv's NumberOfFrames "
+    "or size) and list it with its reason in problems.csv and summary.json, instead of stopping (exit 2).")]
+
+
+def _evaluate(ctx: typer.Context, verb: str, config_type: Any, load: Callable[[Any], Any],
+              stage: Callable[[Any, Any, Any], Any], *, out: Path | None, name: str | None, config: Path | None,
+              sets: list[str] | None) -> None:
+    """``eval <verb>``: resolve the options into ``config_type``, validate it, ``load`` its inputs (bad input stops
+    here, before any run directory exists), then ``stage(config, run, inputs)`` in a new run."""
+    cfg = resolve(ctx, config, sets)
+    ec = config_type.from_dict(cfg)
+    ec.validate()
+    inputs = load(ec)
+    run = open_run("eval", verb, cfg, out=out, name=name, inputs=ec.inputs())
+    with run_context(run):
+        stage(ec, run, inputs)
+    emit_run_path(run.path)
 
 
 @app.command("afd")
@@ -69,6 +88,7 @@ def afd(
     batch_size: ModelBatchOpt = 32,
     mean: MeanOpt = None,
     std: StdOpt = None,
+    skip_bad: SkipBadOpt = False,
     device: DeviceOpt = "auto",
     out: OutOpt = None,
     name: NameOpt = None,
@@ -96,14 +116,7 @@ def afd(
     """
     from echoseg.core.eval.afd import EvalAfdConfig, load_afd_inputs, run_afd
 
-    cfg = resolve(ctx, config, sets)
-    ac = EvalAfdConfig.from_dict(cfg)
-    ac.validate()
-    inputs = load_afd_inputs(ac)
-    run = open_run("eval", "afd", cfg, out=out, name=name, inputs=ac.inputs())
-    with run_context(run):
-        run_afd(ac, run, inputs)
-    emit_run_path(run.path)
+    _evaluate(ctx, "afd", EvalAfdConfig, load_afd_inputs, run_afd, out=out, name=name, config=config, sets=sets)
 
 
 @app.command("echoclip")
@@ -126,6 +139,7 @@ def echoclip(
     batch_size: Annotated[int, typer.Option(help="Frames per forward pass.")] = 64,
     mean: MeanOpt = None,
     std: StdOpt = None,
+    skip_bad: SkipBadOpt = False,
     device: DeviceOpt = "auto",
     out: OutOpt = None,
     name: NameOpt = None,
@@ -149,14 +163,8 @@ def echoclip(
     """
     from echoseg.core.eval.echoclip import EvalEchoclipConfig, load_echoclip_inputs, run_echoclip
 
-    cfg = resolve(ctx, config, sets)
-    ec = EvalEchoclipConfig.from_dict(cfg)
-    ec.validate()
-    inputs = load_echoclip_inputs(ec)
-    run = open_run("eval", "echoclip", cfg, out=out, name=name, inputs=ec.inputs())
-    with run_context(run):
-        run_echoclip(ec, run, inputs)
-    emit_run_path(run.path)
+    _evaluate(ctx, "echoclip", EvalEchoclipConfig, load_echoclip_inputs, run_echoclip, out=out, name=name,
+              config=config, sets=sets)
 
 
 @app.command("seg")
@@ -188,11 +196,4 @@ def seg(
     """
     from echoseg.core.eval.seg import EvalSegConfig, load_seg_split, run_seg
 
-    cfg = resolve(ctx, config, sets)
-    sc = EvalSegConfig.from_dict(cfg)
-    sc.validate()
-    rows = load_seg_split(sc)
-    target = open_run("eval", "seg", cfg, out=out, name=name, inputs=sc.inputs())
-    with run_context(target):
-        run_seg(sc, target, rows)
-    emit_run_path(target.path)
+    _evaluate(ctx, "seg", EvalSegConfig, load_seg_split, run_seg, out=out, name=name, config=config, sets=sets)

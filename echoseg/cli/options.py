@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from echoseg.core.config import resolve_config
+from echoseg.core.config import resolve_config, resumed_config
 
 OutOpt = Annotated[
     Path | None,
@@ -26,6 +26,10 @@ SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="Override an option: --set key=value (repeatable; wins over all).")
 ]
 ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="Continue an interrupted or failed run in place.")]
+CacheDirOpt = Annotated[
+    Path | None, typer.Option("--cache-dir", help="Where preprocessed caches go (default: $ECHOSEG_CACHE/samples, "
+        "else ~/.cache/echoseg/samples).")
+]
 
 
 def argv() -> list[str]:
@@ -71,6 +75,15 @@ def resolve(
     return config_from(ctx, config, sets, exclude=("name", *exclude))
 
 
+def resumed(
+    ctx: typer.Context, resume: Path, command: str, allowed: tuple[str, ...], **policy: Any
+) -> dict[str, Any]:
+    """The configuration of the run given to ``--resume``, with the command's explicit options applied (those in
+    ``allowed``) or refused: core.config.resumed_config, whose ``ignored``, ``same_ok`` and ``requires`` are
+    ``policy``."""
+    return resumed_config(resume, command, explicit_params(ctx), ctx.params, allowed, **policy)
+
+
 def open_run(
     group: str,
     verb: str | None,
@@ -80,8 +93,12 @@ def open_run(
     name: str | None = None,
     inputs: dict[str, Any] | None = None,
     resume: Path | None = None,
+    command_line: list[str] | None = None,
 ):
-    """Create (or, with ``resume``, reopen) the command's run directory; validate inputs before this."""
+    """Create (or, with ``resume``, reopen) the command's run directory; validate inputs before this.
+
+    ``command_line`` replaces the recorded argv (e.g. with source paths redacted) from the first write on.
+    """
     import os
 
     from echoseg.core.env import launch_mismatch
@@ -92,10 +109,11 @@ def open_run(
         raise UserError("--resume and --out name different directories; give only --resume")
 
     def _open() -> Run:
+        recorded = command_line if command_line is not None else argv()
         if resume is not None:
-            return Run.resume(resume, group, verb, argv=argv(), config=cfg)
+            return Run.resume(resume, group, verb, argv=recorded, config=cfg)
         return Run.create(group, verb, out=out, name=name, config=cfg, seed=cfg.get("seed"), inputs=inputs,
-                          argv=argv())
+                          argv=recorded)
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         run = _open()

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from echoseg.cli.options import (
+    CacheDirOpt,
     DeviceOpt,
     NameOpt,
     OutOpt,
@@ -16,11 +17,11 @@ from echoseg.cli.options import (
     SeedOpt,
     SetOpt,
     emit_run_path,
-    explicit_params,
     open_run,
     resolve,
+    resumed,
 )
-from echoseg.core.config import config_name_or_file, resumed_config
+from echoseg.core.config import config_name_or_file
 from echoseg.core.errors import UserError
 from echoseg.core.models import list_configs
 from echoseg.core.runs import run_context
@@ -56,8 +57,14 @@ def _common(cfg: dict[str, Any]) -> None:
 
 def _resumed(ctx: typer.Context, resume: Path, allowed: tuple[str, ...], command: str) -> dict[str, Any]:
     """The run's own configuration; explicit options must match it unless they are in ``allowed``."""
-    return resumed_config(resume, command, explicit_params(ctx), ctx.params, allowed, ignored=_BOOKKEEPING,
-                          same_ok=True)
+    return resumed(ctx, resume, command, allowed, ignored=_BOOKKEEPING, same_ok=True)
+
+
+def _at_least_one(cfg: dict[str, Any], *keys: str) -> None:
+    """UserError naming the first of the options ``keys`` whose value is below 1."""
+    for key in keys:
+        if int(cfg[key]) < 1:
+            raise UserError(f"--{key.replace('_', '-')} must be >= 1, got {cfg[key]}")
 
 
 def _open(verb: str, cfg: dict[str, Any], out: Path | None, name: str | None, inputs: dict, resume: Path | None):
@@ -86,8 +93,7 @@ def train(
         "--checkpoint-every", help="Steps between checkpoints (checkpoints/latest.pt).")] = None,
     sample_every: Annotated[int | None, typer.Option(
         "--sample-every", help="Steps between sample grids (0: only at the end).")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(
-        "--cache-dir", help="Where preprocessed caches go (default: <data run>/cache).")] = None,
+    cache_dir: CacheDirOpt = None,
     precision: PrecisionOpt = "no",
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
@@ -161,7 +167,8 @@ def generate(
     = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per sampling batch and process.")] = 8,
     cache_dir: Annotated[Path | None, typer.Option(
-        "--cache-dir", help="Where preprocessed caches go (default: <masks run>/cache).")] = None,
+        "--cache-dir", help="Where preprocessed caches go (default: $ECHOSEG_CACHE/samples, "
+        "else ~/.cache/echoseg/samples).")] = None,
     precision: PrecisionOpt = "no",
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
@@ -222,9 +229,7 @@ def _generate_masks(cfg: dict, out: Path | None, name: str | None, resume: Path 
                         f"{', '.join(BALANCE_ATTRIBUTES)})")
     if cfg.get("tau_max") is not None and not balance:
         raise UserError("--tau-max needs --balance")
-    for key in ("steps", "batch_size", "copies_per_mask"):
-        if int(cfg[key]) < 1:
-            raise UserError(f"--{key.replace('_', '-')} must be >= 1, got {cfg[key]}")
+    _at_least_one(cfg, "steps", "batch_size", "copies_per_mask")
     guidance = 1.0 if cfg.get("guidance") is None else float(cfg["guidance"])
     run = _open("generate", cfg, out, name, {"model": cfg["model"], "masks": cfg["masks"]}, resume)
     with run_context(run):
@@ -252,9 +257,7 @@ def _generate_text(cfg: dict, out: Path | None, name: str | None, resume: Path |
     if not isinstance(index, dict) or "_class_name" not in index:
         raise UserError(f"--pipeline {cfg['pipeline']}: model_index.json names no pipeline class (_class_name)")
     read_prompts(cfg["prompts"])
-    for key in ("steps", "batch_size", "count_per_prompt"):
-        if int(cfg[key]) < 1:
-            raise UserError(f"--{key.replace('_', '-')} must be >= 1, got {cfg[key]}")
+    _at_least_one(cfg, "steps", "batch_size", "count_per_prompt")
     guidance = 4.0 if cfg.get("guidance") is None else float(cfg["guidance"])
     run = _open("generate", cfg, out, name, {"pipeline": cfg["pipeline"], "prompts": cfg["prompts"]}, resume)
     with run_context(run):

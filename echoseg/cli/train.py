@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from echoseg.cli.options import (
+    CacheDirOpt,
     DeviceOpt,
     NameOpt,
     OutOpt,
@@ -16,11 +17,11 @@ from echoseg.cli.options import (
     SeedOpt,
     SetOpt,
     emit_run_path,
-    explicit_params,
     open_run,
     resolve,
+    resumed,
 )
-from echoseg.core.config import config_name_or_file, resumed_config
+from echoseg.core.config import config_name_or_file
 from echoseg.core.errors import UserError
 from echoseg.core.models import list_configs, list_models
 from echoseg.core.runs import run_context
@@ -83,8 +84,7 @@ def train(
     input_size: Annotated[int | None, typer.Option(
         "--input-size", help="Override the model's input size (small values for quick tests).")] = None,
     num_workers: Annotated[int, typer.Option("--num-workers", help="DataLoader worker processes.")] = 0,
-    cache_dir: Annotated[Path | None, typer.Option(
-        "--cache-dir", help="Where preprocessed caches go (default: <data run>/cache).")] = None,
+    cache_dir: CacheDirOpt = None,
     precision: PrecisionOpt = "no",
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
@@ -106,8 +106,7 @@ def train(
 
     config_file, mc = config_name_or_file(config, model_config)
     if resume is not None:
-        cfg = resumed_config(resume, "train", explicit_params(ctx), ctx.params, RESUMABLE,
-                             requires=("data", dict, "training"))
+        cfg = resumed(ctx, resume, "train", RESUMABLE, requires=("data", dict, "training"))
     else:
         cfg = resolve(ctx, config_file, sets, exclude=("data", "train_data", "val_data", "test_data", "model_config"))
         cfg["model_config"] = mc

@@ -3,6 +3,7 @@ generation loop runs under."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import subprocess
@@ -19,18 +20,49 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("no", "fp16", "bf16")
 
 
-def git_commit() -> str | None:
-    """The git commit of the echoseg source tree, if it is a git checkout."""
+# Distributions whose versions a run records when the command imported them (see library_versions).
+LIBRARIES = {
+    "numpy": "numpy", "pandas": "pandas", "scipy": "scipy", "statsmodels": "statsmodels", "torch": "torch",
+    "torchvision": "torchvision", "transformers": "transformers", "tokenizers": "tokenizers",
+    "diffusers": "diffusers", "open_clip": "open_clip_torch", "timm": "timm", "accelerate": "accelerate",
+    "safetensors": "safetensors", "huggingface_hub": "huggingface_hub", "SimpleITK": "SimpleITK",
+    "pydicom": "pydicom", "cv2": "opencv-python-headless", "PIL": "pillow", "sklearn": "scikit-learn",
+    "matplotlib": "matplotlib", "typer": "typer", "rich": "rich",
+}
+
+
+def _git(*args: str) -> subprocess.CompletedProcess | None:
     root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return None
     try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def git_commit() -> str | None:
+    """The git commit of the echoseg source tree, if it is a git checkout."""
+    out = _git("rev-parse", "HEAD")
+    return out.stdout.strip() or None if out is not None and out.returncode == 0 else None
+
+
+def git_dirty() -> bool | None:
+    """Whether the echoseg checkout has uncommitted changes to tracked files (None outside a checkout)."""
+    out = _git("status", "--porcelain", "--untracked-files=no")
+    return bool(out.stdout.strip()) if out is not None and out.returncode == 0 else None
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries this process has imported (what the command used), by distribution name."""
+    found = {}
+    for module, dist in LIBRARIES.items():
+        if module in sys.modules:
+            try:
+                found[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                found[dist] = str(getattr(sys.modules[module], "__version__", "unknown"))
+    return dict(sorted(found.items()))
 
 
 def environment() -> dict[str, Any]:
@@ -38,6 +70,7 @@ def environment() -> dict[str, Any]:
     info: dict[str, Any] = {
         "echoseg": __version__,
         "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
     }

@@ -22,12 +22,17 @@ import shutil
 import socket
 import sys
 import traceback
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from echoseg.core.console import console
-from echoseg.core.env import environment
+from echoseg.core.data.hashing import file_digest, files_digest
+from echoseg.core.data.manifest import absolute_paths
+from echoseg.core.env import environment, library_versions
 from echoseg.core.errors import UserError
 from echoseg.core.io import read_json, sha256_file, to_json, write_json, write_text
 
@@ -163,6 +168,8 @@ def _describe_inputs(inputs: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _describe_one(value: Any) -> dict[str, Any]:
+    """Path and identity of one input: for a run its id and the sha256 of its run.json and weights; for a manifest
+    the sha256 of the file and of the data it lists; for a data set folder or file the hash of its contents."""
     p = Path(value)
     entry: dict[str, Any] = {"path": str(p.resolve())}
     manifest = p / "manifest.csv" if p.is_dir() else p
@@ -170,7 +177,51 @@ def _describe_one(value: Any) -> dict[str, Any]:
         entry["sha256"] = sha256_file(manifest)
         if manifest != p:
             entry["manifest"] = str(manifest.resolve())
+    if p.is_dir() and (p / "run.json").is_file():
+        entry.update(_run_identity(p))
+    data_files = _data_files(p)
+    if data_files:
+        entry["content_sha256"] = files_digest(data_files, p if p.is_dir() else p.parent)
+        entry["content_files"] = len(data_files)
+    elif p.is_file() and "sha256" not in entry:
+        entry["sha256"] = file_digest(p)
     return entry
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def _run_identity(run_dir: Path) -> dict[str, Any]:
+    try:
+        record = read_json(run_dir / "run.json")
+    except (OSError, ValueError):
+        record = {}
+    weights = sorted(q for q in run_dir.rglob("*") if q.suffix in WEIGHT_SUFFIXES and q.is_file()
+                     and "cache" not in q.relative_to(run_dir).parts)
+    return {
+        "run_id": record.get("run_id") if isinstance(record, dict) else None,
+        "command": record.get("command") if isinstance(record, dict) else None,
+        "run_json_sha256": sha256_file(run_dir / "run.json"),
+        "weights": {str(q.relative_to(run_dir)): file_digest(q) for q in weights},
+    }
+
+
+def _data_files(p: Path) -> list[str]:
+    """The data files an input names: a manifest's images and masks, an EchoNet folder's lists and videos."""
+    manifest = p / "manifest.csv" if p.is_dir() else p
+    if manifest.is_file() and manifest.name.endswith(".csv"):
+        try:
+            frame = pd.read_csv(manifest, usecols=lambda c: c in ("image", "mask"), dtype=str)
+        except (ValueError, OSError, pd.errors.ParserError):
+            return []
+        frame = absolute_paths(frame, manifest.parent)
+        return sorted({f for col in frame.columns for f in frame[col].dropna() if os.path.isfile(f)})
+    if p.is_dir() and (p / "FileList.csv").is_file():
+        listed = [p / "FileList.csv", p / "VolumeTracings.csv", *sorted((p / "Videos").glob("*"))]
+        return [str(f) for f in listed if f.is_file()]
+    if p.is_dir() and not (p / "run.json").is_file():  # a data set in its published layout: every file in it
+        return sorted(str(f) for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+    return []
 
 
 class Run:
@@ -236,6 +287,7 @@ class Run:
             "seed": seed,
             "inputs": _describe_inputs(inputs),
             "environment": environment(),
+            "run_id": uuid.uuid4().hex,
             "resumed": [],
         }
         run = cls(path, record, fresh=True, writer=writer, lock=lock)
@@ -321,7 +373,7 @@ class Run:
         """Write a line to the console (stderr) and to log.txt."""
         if not self.writer:
             return
-        with open(self.path / "log.txt", "a", encoding="utf-8") as f:
+        with open(self.path / "log.txt", "a", encoding="utf-8", errors="backslashreplace") as f:
             f.write(f"{utc_now()} {message}\n")
         try:
             console.print(message, style=style, markup=False)
@@ -361,6 +413,7 @@ class Run:
             raise ValueError(status)
         self.record["status"] = status
         self.record["finished"] = utc_now()
+        self.record.setdefault("environment", {})["libraries"] = library_versions()
         if error:
             self.record["error"] = error
         else:
@@ -395,7 +448,7 @@ def run_context(run: Run) -> Iterator[Run]:
         raise
     except UserError as exc:
         if run.writer:
-            with open(run.path / "log.txt", "a", encoding="utf-8") as f:
+            with open(run.path / "log.txt", "a", encoding="utf-8", errors="backslashreplace") as f:
                 f.write(f"{utc_now()} error: {exc}\n")
         if run.fresh and run.writer and not run.has_artefacts():
             run.close()
@@ -405,7 +458,7 @@ def run_context(run: Run) -> Iterator[Run]:
         raise
     except BaseException as exc:
         if run.writer:
-            with open(run.path / "log.txt", "a", encoding="utf-8") as f:
+            with open(run.path / "log.txt", "a", encoding="utf-8", errors="backslashreplace") as f:
                 f.write(f"{utc_now()} internal error\n{traceback.format_exc()}")
         run.finish("failed", f"{type(exc).__name__}: {exc}")
         raise

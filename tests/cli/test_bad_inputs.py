@@ -63,9 +63,17 @@ def env(tmp_path_factory) -> dict[str, str]:
         m = r / copy / "manifest.csv"
         m.write_text(m.read_text().replace(f"{r / 'camus'}/", f"{r / copy}/"))
 
-    # prompts runs of those (prompts build reads label maps only, so it accepts them; training must not)
-    _ok(["prompts", "build", str(r / "camus_corrupt"), "--out", str(r / "prompts_badimg")])
-    _ok(["prompts", "build", str(r / "camus_shape"), "--out", str(r / "prompts_badshape")])
+    # prompts runs pointing at those (prompts build itself refuses them, as every reader does)
+    for copy, run in (("camus_corrupt", "prompts_badimg"), ("camus_shape", "prompts_badshape")):
+        shutil.copytree(r / "prompts", r / run, ignore=shutil.ignore_patterns("cache"))
+        m = r / run / "manifest.csv"
+        m.write_text(m.read_text().replace(f"{r / 'camus'}/", f"{r / copy}/"))
+    # an open_clip folder whose weights file is all zeros
+    (r / "clip_zero").mkdir()
+    (r / "clip_zero" / "open_clip_config.json").write_text(json.dumps({"model_cfg": {
+        "embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}}))
+    (r / "clip_zero" / "open_clip_model.safetensors").write_bytes(bytes(4096))
 
     # a prompts run whose manifest.csv is corrupt; a training run whose weights are corrupt
     shutil.copytree(r / "prompts", r / "prompts_corrupt", ignore=shutil.ignore_patterns("cache"))
@@ -160,6 +168,8 @@ CASES: list[tuple[str, str]] = [
     ("prompts-splits-corrupt", "prompts build {camus} --splits {corrupt.csv}"),
     ("prompts-splits-values", "prompts build {camus} --splits {splits_bad.csv}"),
     ("prompts-camus-missing", "prompts build {camus} --camus {root}/nope"),
+    ("prompts-corrupt-image", "prompts build {camus_corrupt}"),
+    ("prompts-shape-mismatch", "prompts build {camus_shape}"),
     # ---------------------------------------------------------------- synth train
     ("synth-train-no-data", "synth train --device cpu"),
     ("synth-train-missing", "synth train --data {root}/nope --device cpu"),
@@ -173,6 +183,8 @@ CASES: list[tuple[str, str]] = [
     ("synth-train-lr", "synth train --data {camus} --lr -1 --device cpu"),
     ("synth-train-ema", "synth train --data {camus} --ema-decay 2 --device cpu"),
     ("synth-train-dropout", "synth train --data {camus} --cond-dropout 1.5 --device cpu"),
+    ("synth-train-corrupt-image", "synth train --data {camus_corrupt} --size 32 --steps 1 --device cpu"),
+    ("synth-train-shape-mismatch", "synth train --data {camus_shape} --size 32 --steps 1 --device cpu"),
     ("synth-train-resume-other", "synth train --resume {unet}"),
     ("synth-train-resume-missing", "synth train --resume {root}/nope"),
     ("synth-train-resume-corrupt", "synth train --resume {badrun}"),
@@ -183,6 +195,8 @@ CASES: list[tuple[str, str]] = [
     ("gen-model-train-run", "synth generate --model {unet} --masks {camus} --device cpu"),
     ("gen-masks-echonet", "synth generate --model {synth} --masks {echonet} --device cpu"),
     ("gen-masks-corrupt", "synth generate --model {synth} --masks {prompts_corrupt} --device cpu"),
+    ("gen-masks-corrupt-image", "synth generate --model {synth} --masks {camus_corrupt} --device cpu"),
+    ("gen-masks-shape-mismatch", "synth generate --model {synth} --masks {camus_shape} --device cpu"),
     ("gen-sampler", "synth generate --model {synth} --masks {camus} --sampler x --device cpu"),
     ("gen-balance", "synth generate --model {synth} --masks {camus} --balance foo --device cpu"),
     ("gen-tau-alone", "synth generate --model {synth} --masks {camus} --tau-max 3 --device cpu"),
@@ -248,6 +262,8 @@ CASES: list[tuple[str, str]] = [
     ("seg-run-badjson", "eval seg --run {unet_badjson} --data {prompts} --device cpu"),
     ("seg-data-echonet", "eval seg --run {unet} --data {echonet} --device cpu"),
     ("seg-data-corrupt", "eval seg --run {unet} --data {prompts_corrupt} --device cpu"),
+    ("seg-corrupt-image", "eval seg --run {unet} --data {prompts_badimg} --split val --device cpu"),
+    ("seg-shape-mismatch", "eval seg --run {unet} --data {prompts_badshape} --split val --device cpu"),
     ("seg-split", "eval seg --run {unet} --data {prompts} --split foo --device cpu"),
     ("seg-prompt", "eval seg --run {unet} --data {prompts} --prompt p9 --device cpu"),
     ("seg-checkpoint", "eval seg --run {unet} --data {prompts} --checkpoint foo --device cpu"),
@@ -266,6 +282,8 @@ CASES: list[tuple[str, str]] = [
     ("afd-areas-columns", "eval afd --data {echonet} --areas {areas_nocols.csv}"),
     ("afd-areas-missing", "eval afd --data {echonet} --areas {root}/nope.csv"),
     ("afd-masks-missing", "eval afd --data {echonet} --masks {root}/nope"),
+    ("afd-masks-empty", "eval afd --data {echonet} --masks {empty}"),
+    ("afd-corrupt-video", "eval afd --data {echonet_corrupt} --run {unet} --split all --device cpu"),
     ("afd-split", "eval afd --data {echonet} --run {unet} --split foo --device cpu"),
     ("afd-reference-missing", "eval afd --data {echonet} --run {unet} --reference {root}/nope.csv --device cpu"),
     ("afd-reference-corrupt", "eval afd --data {echonet} --run {unet} --reference {refs_bad.csv} --device cpu"),
@@ -289,6 +307,7 @@ CASES: list[tuple[str, str]] = [
     ("clip-split", "eval echoclip --data {echonet} --clip-model x --run {unet} --split foo --device cpu"),
     ("clip-device", "eval echoclip --data {echonet} --clip-model x --masks {empty} --device tpu"),
     ("clip-no-source", "eval echoclip --data {echonet} --clip-model x"),
+    ("clip-model-zeros", "eval echoclip --data {echonet} --clip-model {clip_zero} --masks {empty} --device cpu"),
     # ---------------------------------------------------------------- distill
     ("distill-no-teacher", "distill --data {echonet} --device cpu"),
     ("distill-teacher-kind", "distill --teacher foo:bar --data {echonet} --device cpu"),
@@ -299,6 +318,9 @@ CASES: list[tuple[str, str]] = [
     ("distill-data-camus", "distill --teacher run:{unet} --data {camus} --device cpu"),
     ("distill-data-badlist", "distill --teacher run:{unet} --data {echonet_badlist} --device cpu"),
     ("distill-eval-split", "distill --teacher run:{unet} --data {echonet} --eval-split foo --device cpu"),
+    ("distill-corrupt-video", "distill --teacher run:{unet} --data {echonet_corrupt} --device cpu"),
+    ("distill-eval-corrupt-video", "distill --teacher run:{unet} --data {echonet} --eval-data {echonet_corrupt} "
+                                   "--eval-split all --device cpu"),
     ("distill-eval-camus", "distill --teacher run:{unet} --data {echonet} --eval-data {camus} --device cpu"),
     ("distill-blocks", "distill --teacher run:{unet} --data {echonet} --blocks 9 --device cpu"),
     ("distill-epochs", "distill --teacher run:{unet} --data {echonet} --epochs 0 --device cpu"),
@@ -342,7 +364,7 @@ CASES: list[tuple[str, str]] = [
 # Input that can only be found bad once the run has started (log lines may precede the error; a run may be left,
 # marked failed). curate loads the CLIP model once, inside the run: a run without artefacts is removed.
 LATE = {"curate-clip-missing", "check-bad-filelist", "check-corrupt-image", "check-shape-mismatch",
-        "train-corrupt-image", "train-shape-mismatch"}
+        "train-corrupt-image", "train-shape-mismatch", "prompts-corrupt-image", "prompts-shape-mismatch"}
 
 
 LIMIT_S = 30
@@ -363,9 +385,9 @@ def _expand(template: str, env: dict[str, str]) -> list[str]:
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """(size, mtime) of every file under ``root``, except caches commands may add next to their inputs."""
+    """(size, mtime) of every file under ``root`` (commands never add caches next to their inputs)."""
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")
-            if p.is_file() and "cache" not in p.parts and ".echoseg-pseudo" not in p.parts}
+            if p.is_file()}
 
 
 class _TookTooLong(BaseException):

@@ -30,7 +30,7 @@ from PIL import Image
 from echoseg.core.console import track
 from echoseg.core.curate.embed import OpenClipEncoder, embed_files, model_inputs
 from echoseg.core.data.imaging import load_image, load_mask, read_array, to_uint8
-from echoseg.core.data.manifest import STRUCTURE_LABELS
+from echoseg.core.data.manifest import ANY_LABELS, LABEL_SETS, STRUCTURE_LABELS
 from echoseg.core.data.sdm_camus import SDM_CONE, detect_encoding
 from echoseg.core.errors import UserError
 from echoseg.core.metrics.seg import dice_iou
@@ -91,8 +91,8 @@ def sanity_check_image(key: str, image_path: str, mask_path: str, labels: Sequen
     """Scores and failed checks of one image and its label map (see the module notes)."""
     scores: dict = {"image": image_path}
     try:
-        raw = read_array(image_path)
-        mask = load_mask(mask_path)
+        raw = read_array(image_path)  # missing, unreadable or truncated files fail "unreadable", as in data check
+        mask = load_mask(mask_path, LABEL_SETS.get(str(encoding), ANY_LABELS))
     except UserError as exc:
         return scores, [_fail(key, image_path, "unreadable", np.nan, np.nan, "", str(exc))]
     out: list[Finding] = []

@@ -35,7 +35,7 @@ from echoseg.core.curate.embed import Encoder, embed_files, make_encoder
 from echoseg.core.curate.report import score_stats, write_figures
 from echoseg.core.curate.similarity import center, max_cosine
 from echoseg.core.data.imaging import ITK_SUFFIXES, RASTER_SUFFIXES
-from echoseg.core.data.manifest import prompt_columns, read_manifest, write_manifest
+from echoseg.core.data.manifest import prompt_columns, read_manifest, relative_paths, write_manifest
 from echoseg.core.data.sdm_camus import detect_sdm_camus, read_sdm_camus
 from echoseg.core.env import resolve_device
 from echoseg.core.errors import UserError
@@ -116,13 +116,6 @@ class CurateConfig(StageConfig):
 
 
 # ----------------------------------------------------------------------------- inputs
-def _absolute(df: pd.DataFrame, base: Path) -> pd.DataFrame:
-    df = df.copy()
-    for col in ("image", "mask"):
-        df[col] = [str(p) if Path(str(p)).is_absolute() else str((base / str(p)).resolve()) for p in df[col]]
-    return df
-
-
 def read_synthetic(path: str | Path) -> pd.DataFrame:
     """The manifest of a synthetic run (absolute image/mask paths)."""
     p = Path(path)
@@ -131,7 +124,7 @@ def read_synthetic(path: str | Path) -> pd.DataFrame:
     df = read_manifest(p)
     if df.empty:
         raise UserError(f"SYNTH_RUN {p}: manifest.csv has no rows")
-    return _absolute(df, p if p.is_dir() else p.parent)
+    return df
 
 
 def image_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -159,7 +152,7 @@ def image_set(path: str | Path, option: str) -> list[str]:
         except UserError:
             df = None
         if df is not None:
-            return sorted(set(_absolute(df, manifest.parent)["image"]))
+            return sorted(set(df["image"]))
     if p.is_file():
         return [str(p.resolve())]
 
@@ -306,7 +299,7 @@ def curate(cfg: CurateConfig, run: Run, *, segmenter=None, encoder: Encoder | No
     if len(kept_rows):
         write_manifest(kept_rows, run.file("manifest.csv"))
     else:  # keep the input's columns (write_manifest would reduce an empty table to the standard ones)
-        write_csv(run.file("manifest.csv"), kept_rows)
+        write_csv(run.file("manifest.csv"), relative_paths(kept_rows, run.path))
     write_csv(run.file("rejected.csv"), rejected)
     write_csv(run.file("scores.csv"), scores)
     kept_keys = set(images.loc[images["image"].isin(set(kept_rows["image"])), "key"])

@@ -8,14 +8,16 @@ uint8 arrays from a cache written once per data set and size::
     <cache_dir>/<key>/index.csv    row, image, mask, orig_height, orig_width
     <cache_dir>/<key>/meta.json    format, key, size, count, created (written last)
 
-``key`` hashes the sorted unique (image, mask) paths, their sizes and modification times, the size ``S`` and the
-cache format, so editing, adding or removing a file gives a new cache rather than a stale one. A cache is built in
+``key`` hashes the sorted unique (image, mask) paths, the sha256 of their bytes (:mod:`echoseg.core.data.hashing`),
+the size ``S`` and the cache format, so editing, repairing, adding or removing a file gives a new cache rather than
+a stale one. A cache is built in
 a hidden temporary folder next to its target and renamed into place in one step: a killed build never leaves a
 folder that looks complete, and of two concurrent builders of the same key the second discards its copy and uses
 the first one's.
 
-Where caches live: :func:`default_cache_dir` gives ``<data run>/cache`` when a data run directory is known, else
-``$ECHOSEG_CACHE`` or ``~/.cache/echoseg``.
+Where caches live: :func:`default_cache_dir`, ``$ECHOSEG_CACHE/samples`` (``~/.cache/echoseg/samples`` without the
+variable), or ``--cache-dir``; never inside an input folder, so read-only data works and a failed run leaves
+nothing in the data.
 """
 
 from __future__ import annotations
@@ -34,24 +36,19 @@ import pandas as pd
 from numpy.lib.format import open_memmap
 
 from echoseg.core.console import track
+from echoseg.core.data.hashing import cache_root, file_digest
 from echoseg.core.data.imaging import load_image, load_mask
 from echoseg.core.errors import UserError
 from echoseg.core.io import read_json, write_csv, write_json
 
-CACHE_FORMAT = 1
-CACHE_ENV = "ECHOSEG_CACHE"
+CACHE_FORMAT = 2
 INDEX_COLUMNS = ["row", "image", "mask", "orig_height", "orig_width"]
 _TMP_PREFIX = ".building-"
 
 
-def default_cache_dir(data_run: Path | None = None) -> Path:
-    """Where caches are kept: ``<data_run>/cache``, else ``$ECHOSEG_CACHE``, else ``~/.cache/echoseg``."""
-    if data_run is not None:
-        return Path(data_run) / "cache"
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "echoseg"
+def default_cache_dir() -> Path:
+    """Where sample caches are kept: ``$ECHOSEG_CACHE/samples``, else ``~/.cache/echoseg/samples``."""
+    return cache_root() / "samples"
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -177,15 +174,13 @@ def _unique_pairs(manifest: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def cache_key(pairs: list[tuple[str, str]], size: int) -> str:
-    """Hash of the file list, the files' sizes and mtimes, the size and the cache format (24 hex digits)."""
+    """Hash of the file list, the files' contents, the size and the cache format (24 hex digits)."""
     h = hashlib.sha256(f"echoseg-cache/{CACHE_FORMAT}/{int(size)}\n".encode())
     for img, msk in pairs:
         for p in (img, msk):
-            try:
-                st = os.stat(p)
-            except OSError:
-                raise UserError(f"{p}: file not found (listed in the manifest)") from None
-            h.update(f"{p}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+            if not os.path.isfile(p):
+                raise UserError(f"{p}: file not found (listed in the manifest)")
+            h.update(f"{p}\t{file_digest(p)}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:24]
 
 

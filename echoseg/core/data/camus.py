@@ -22,18 +22,15 @@ train split. ``val_patients`` sets the validation count; a ``splits`` CSV (colum
 
 from __future__ import annotations
 
-import gzip
 import re
-import struct
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from echoseg.core.data.imaging import read_array
-from echoseg.core.data.manifest import SPLITS, STRUCTURES, Problem, finalize_manifest
+from echoseg.core.data.imaging import check_pair
+from echoseg.core.data.manifest import LABEL_SETS, SPLITS, STRUCTURES, Problem, finalize_manifest
 from echoseg.core.errors import UserError
 
 VIEWS = ("2CH", "4CH")
@@ -324,85 +321,13 @@ def _manifest(
 
 
 # ----------------------------------------------------------------------------------------------- checking
+# nifti_truncation and check_pair live with the readers (echoseg.core.data.imaging): the stages refuse what
+# `data check` reports, with the same function.
 def _reason(exc: UserError, path: Path) -> str:
     msg = str(exc)
     prefix = f"{path}: "
     msg = msg[len(prefix):] if msg.startswith(prefix) else msg
     return " ".join(msg.split())  # one line
-
-
-def nifti_truncation(path: Path) -> str | None:
-    """Why a NIfTI file is truncated or corrupt (None when complete).
-
-    SimpleITK silently reads a truncated ``.nii.gz`` (missing voxels become zeros), so the check decompresses the
-    whole stream and compares its length with the header's ``vox_offset`` + voxel bytes.
-    """
-
-    name = path.name.lower()
-    if not name.endswith((".nii", ".nii.gz")):
-        return None
-    try:
-        if name.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                head = f.read(540)
-                total = len(head)
-                while chunk := f.read(1 << 20):
-                    total += len(chunk)
-        else:
-            with open(path, "rb") as f:
-                head = f.read(540)
-            total = path.stat().st_size
-    except (OSError, EOFError, zlib.error) as exc:
-        return f"corrupt or truncated file ({type(exc).__name__}: {exc})"
-    for endian in "<>":
-        if len(head) >= 348 and struct.unpack(f"{endian}i", head[:4])[0] == 348:
-            dims = struct.unpack(f"{endian}8h", head[40:56])
-            bitpix = struct.unpack(f"{endian}h", head[72:74])[0]
-            offset = int(struct.unpack(f"{endian}f", head[108:112])[0])
-            break
-        if len(head) >= 540 and struct.unpack(f"{endian}i", head[:4])[0] == 540:
-            bitpix = struct.unpack(f"{endian}h", head[14:16])[0]
-            dims = struct.unpack(f"{endian}8q", head[16:80])
-            offset = struct.unpack(f"{endian}q", head[168:176])[0]
-            break
-    else:
-        return "not a NIfTI file (bad header)"
-    n = int(np.prod([max(int(d), 1) for d in dims[1:1 + max(0, min(int(dims[0]), 7))]]))
-    expected = max(offset, 348) + n * max(int(bitpix), 8) // 8
-    if total < expected:
-        return f"truncated: {total} bytes of data, header needs {expected}"
-    return None
-
-
-def check_pair(image: Path, mask: Path, max_label: int) -> tuple[list[Problem], tuple[int, ...] | None]:
-    """(problems, image shape) of one image/mask pair.
-
-    Problems: missing or unreadable files, shape mismatch, labels outside 0..max_label.
-    """
-
-    problems, arrays = [], {}
-    for kind, p in (("image", image), ("mask", mask)):
-        if not p.is_file():
-            problems.append(Problem(str(p), f"missing {kind} file"))
-            continue
-        broken = nifti_truncation(p)
-        if broken:
-            problems.append(Problem(str(p), f"unreadable {kind}: {broken}"))
-            continue
-        try:
-            arrays[kind] = read_array(p)
-        except UserError as exc:
-            problems.append(Problem(str(p), f"unreadable {kind}: {_reason(exc, p)}"))
-    if len(arrays) == 2:
-        img, msk = arrays["image"], arrays["mask"]
-        if img.shape != msk.shape:
-            problems.append(Problem(str(mask), f"mask shape {msk.shape} does not match image shape {img.shape}"))
-        values = np.unique(msk)
-        bad = [v for v in values.tolist() if v < 0 or v > max_label or v != int(v)]
-        if bad:
-            shown = ", ".join(str(v) for v in bad[:5])
-            problems.append(Problem(str(mask), f"labels outside 0..{max_label}: {shown}"))
-    return problems, (tuple(arrays["image"].shape) if "image" in arrays else None)
 
 
 def add_sizes(df: pd.DataFrame, shapes: dict[str, tuple[int, ...]]) -> pd.DataFrame:
@@ -445,7 +370,7 @@ def check_camus(root: str | Path) -> tuple[pd.DataFrame, list[Problem]]:
             for phase in PHASES:
                 stem = f"{name}_{view}_{phase}"
                 image, mask = _find(pdir, stem, exts), _find(pdir, f"{stem}_gt", exts)
-                pair, shape = check_pair(image, mask, max_label=3)
+                pair, shape = check_pair(image, mask, LABEL_SETS["camus"])
                 if pair:
                     problems.extend(pair)
                     bad_images.add(str(image.resolve()))

@@ -9,14 +9,17 @@ Conventions used throughout echoseg:
 - For each traced frame the first row is the long axis; the other rows are the disks (X1, Y1) - (X2, Y2). The
   LV polygon runs through X1/Y1 of rows 2.. then X2/Y2 of rows 2.. reversed (as EchoNet-Dynamic's own code).
 - ED and ES of the traced frames are decided by traced area (larger = ED), never by row order.
-- ``check_echonet`` tolerates a decoded frame count that differs from ``NumberOfFrames`` by at most
-  ``FRAME_COUNT_TOLERANCE`` (1) frame: some encoders drop or duplicate a trailing frame. Larger mismatches and any
-  frame-size mismatch are problems.
+- A video must decode to its ``NumberOfFrames`` within ``FRAME_COUNT_TOLERANCE`` (1) frame (some encoders drop or
+  duplicate a trailing frame) and to its ``FrameHeight`` x ``FrameWidth``; its traced frames must lie inside it.
+  ``check_echonet`` (``data check``) lists every video that does not; the stages read videos with the same checks
+  (:func:`load_listed_video`, :func:`screen_videos`) and stop at the first bad one, naming it, or with
+  ``--skip-bad`` leave it out and list it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,14 +29,13 @@ import pandas as pd
 
 from echoseg.core.console import track
 from echoseg.core.data.manifest import Problem
-from echoseg.core.data.video import load_video
+from echoseg.core.data.video import frame_count_problem, load_video
 from echoseg.core.errors import UserError
 
 FILELIST_COLUMNS = ["FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split"]
 REQUIRED_FILELIST_COLUMNS = ("FileName", "Split")
 NUMERIC_COLUMNS = ("EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames")
 TRACING_COLUMNS = ["FileName", "X1", "Y1", "X2", "Y2", "Frame"]
-FRAME_COUNT_TOLERANCE = 1
 SPLIT_NAMES = ("TRAIN", "VAL", "TEST")
 STATS_VIDEOS = 128  # videos EchoNet-Dynamic's get_mean_and_std samples by default
 
@@ -290,21 +292,113 @@ def echonet_channel_stats(root: str | Path, split: str | None = "TRAIN", max_vid
                         frames=frames, seed=seed)
 
 
-def _check_video(row: pd.Series) -> tuple[int | None, str | None]:
-    """Decode one video; return (decoded frame count, problem or None)."""
+def _declared(row: Mapping, column: str) -> int | None:
+    value = pd.to_numeric(row.get(column), errors="coerce") if column in row else np.nan
+    return int(value) if pd.notna(value) else None
 
-    try:
-        frames = load_video(row["path"])
-    except UserError as exc:
-        return None, str(exc).split(": ", 1)[-1]
-    t, h, w = frames.shape
-    declared = row["NumberOfFrames"]
-    if pd.notna(declared) and abs(t - int(declared)) > FRAME_COUNT_TOLERANCE:
-        return t, f"decodes {t} frames, FileList.csv declares NumberOfFrames={int(declared)}"
+
+def listed_shape_problem(row: Mapping, shape: tuple[int, ...]) -> str | None:
+    """Why a video of ``shape`` (T, H, W[, C]) does not match its FileList.csv row (None when it does)."""
+    t, h, w = (int(v) for v in shape[:3])
+    short = frame_count_problem(t, _declared(row, "NumberOfFrames"))
+    if short:
+        return short
     for col, got in (("FrameHeight", h), ("FrameWidth", w)):
-        if pd.notna(row[col]) and int(row[col]) != got:
-            return t, f"frames are {h}x{w}, FileList.csv declares {col}={int(row[col])}"
-    return t, None
+        declared = _declared(row, col)
+        if declared is not None and declared != got:
+            return f"frames are {h}x{w}, FileList.csv declares {col}={declared}"
+    return None
+
+
+def load_listed_video(row: Mapping, rgb: bool = False) -> np.ndarray:
+    """Decode the video of a :func:`read_echonet` row (``path`` and the FileList.csv columns) and check it against
+    the row: NumberOfFrames (within ``FRAME_COUNT_TOLERANCE``), FrameHeight and FrameWidth.
+
+    Raises:
+        UserError: the video is missing or undecodable, or does not match its row; the message names the file.
+    """
+    frames = load_video(row["path"], rgb=rgb, expected_frames=_declared(row, "NumberOfFrames"))
+    reason = listed_shape_problem(row, frames.shape)
+    if reason:
+        raise UserError(f"{row['path']}: {reason}")
+    return frames
+
+
+def tracing_problems(root: str | Path, name: str, frames: dict[int, np.ndarray], count: int | None) -> list[Problem]:
+    """Problems of one video's tracings: a traced frame with fewer than 3 rows, or outside the video's ``count``
+    frames (not checked when ``count`` is None)."""
+    where = str(Path(root) / "VolumeTracings.csv")
+    out = []
+    for frame, rows in frames.items():
+        if len(rows) < 3:
+            out.append(Problem(where, f"{name} frame {frame}: only {len(rows)} row(s)"))
+        elif count is not None and not 0 <= frame < count:
+            out.append(Problem(where, f"{name} frame {frame} outside the video's {count} frames"))
+    return out
+
+
+def video_problems(row: Mapping, traced: dict[int, np.ndarray] | None = None, root: str | Path | None = None,
+                   shape: tuple[int, ...] | None = None) -> tuple[int | None, list[Problem]]:
+    """(decoded frame count, problems) of one video of a :func:`read_echonet` row: what ``data check`` reports and
+    :func:`screen_videos` refuses.
+
+    Args:
+        row: the video's row (``path``, ``FileName`` and the FileList.csv columns).
+        traced: its tracings (frame -> rows), checked against the decoded frame count.
+        root: the data set folder (names VolumeTracings.csv in tracing problems; default: ``path``'s grandparent).
+        shape: the video's (T, H, W) when it was decoded before (e.g. cached): checked without decoding again.
+    """
+    folder = Path(root) if root is not None else Path(row["path"]).parent.parent
+    video: list[Problem] = []
+    if shape is None:
+        try:
+            shape = load_listed_video(row).shape
+        except UserError as exc:
+            msg = str(exc)
+            prefix = f"{row['path']}: "
+            video.append(Problem(str(row["path"]), msg[len(prefix):] if msg.startswith(prefix) else msg))
+    else:
+        reason = listed_shape_problem(row, shape)
+        if reason:
+            video.append(Problem(str(row["path"]), reason))
+    count = int(shape[0]) if shape is not None and not video else None
+    return count, video + tracing_problems(folder, str(row["FileName"]), traced or {}, count)
+
+
+def screen_videos(table: pd.DataFrame, *, skip_bad: bool = False, tracings: dict | None = None,
+                  root: str | Path | None = None, shapes: Mapping[str, tuple[int, ...]] | None = None,
+                  missing_ok: bool = True, progress: bool = True, label: str = "checking videos"
+                  ) -> tuple[pd.DataFrame, list[Problem]]:
+    """Check the videos of ``table`` (rows of :func:`read_echonet`) as ``data check`` does, before a stage uses
+    them: each must decode, match its FileList.csv row and hold its traced frames.
+
+    Args:
+        table: the rows to check.
+        skip_bad: leave bad videos out (and return their problems) instead of stopping at the first.
+        tracings: :func:`read_tracings` of the folder (None: tracings are not checked).
+        root: the data set folder (for messages).
+        shapes: FileName -> (T, H, W) of videos decoded before (e.g. a pseudo-label cache): not decoded again.
+        missing_ok: a missing video file is not a problem here (the caller lists it); else it is one.
+
+    Returns:
+        The rows of the usable videos and the problems of the others (empty unless ``skip_bad``).
+
+    Raises:
+        UserError: without ``skip_bad``, the first problem, naming the file.
+    """
+    problems: list[Problem] = []
+    bad: set[str] = set()
+    rows = [r for _, r in table.iterrows()
+            if not missing_ok or Path(r["path"]).is_file() or str(r["FileName"]) in (shapes or {})]
+    for row in track(rows, label) if progress and rows else rows:
+        name = str(row["FileName"])
+        _, found = video_problems(row, (tracings or {}).get(name), root, (shapes or {}).get(name))
+        if found and not skip_bad:
+            raise UserError(f"{found[0].path}: {found[0].reason} (--skip-bad leaves damaged videos out)")
+        if found:
+            problems.extend(found)
+            bad.add(name)
+    return table[~table["FileName"].astype(str).isin(bad)].reset_index(drop=True), problems
 
 
 def check_echonet(root: str | Path) -> tuple[pd.DataFrame, list[Problem]]:
@@ -335,25 +429,17 @@ def check_echonet(root: str | Path) -> tuple[pd.DataFrame, list[Problem]]:
     if not tracings_path.is_file():
         problems.append(Problem(str(tracings_path), "file not found (no video is traced)"))
     bad: set[str] = set()
-    counts: dict[str, int | None] = {}
+    tracings = read_tracings(root)
+    video_found: list[Problem] = []
+    traced_found: list[Problem] = []
     for _, row in track(list(table.iterrows()), "checking videos"):
-        count, reason = _check_video(row)
-        counts[row["FileName"]] = count
-        if reason:
-            problems.append(Problem(row["path"], reason))
+        _, found = video_problems(row, tracings.get(row["FileName"]), root)
+        if found:
             bad.add(row["FileName"])
+        video_found += [p for p in found if p.path == row["path"]]
+        traced_found += [p for p in found if p.path != row["path"]]
     listed = set(table["FileName"])
-    for name, frames in read_tracings(root).items():
-        if name not in listed:
-            problems.append(Problem(str(tracings_path), f"tracings for {name!r}, which FileList.csv does not list"))
-            continue
-        count = counts.get(name)
-        for frame, rows in frames.items():
-            if len(rows) < 3:
-                problems.append(Problem(str(tracings_path), f"{name} frame {frame}: only {len(rows)} row(s)"))
-                bad.add(name)
-            elif count is not None and not 0 <= frame < count:
-                problems.append(Problem(str(tracings_path),
-                                        f"{name} frame {frame} outside the video's {count} frames"))
-                bad.add(name)
+    unlisted = [Problem(str(tracings_path), f"tracings for {name!r}, which FileList.csv does not list")
+                for name in tracings if name not in listed]
+    problems += video_found + unlisted + traced_found
     return table[~table["FileName"].isin(bad)].reset_index(drop=True), problems

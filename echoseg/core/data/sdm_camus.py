@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from echoseg.core.data.camus import TESTING_PREFIX, add_sizes, check_pair, read_camus, read_split_file
-from echoseg.core.data.imaging import load_mask
-from echoseg.core.data.manifest import SPLITS, Problem, finalize_manifest
+from echoseg.core.data.camus import TESTING_PREFIX, add_sizes, read_camus, read_split_file
+from echoseg.core.data.imaging import check_pair, load_mask
+from echoseg.core.data.manifest import LABEL_SETS, SPLITS, Problem, finalize_manifest
 from echoseg.core.errors import UserError
 
 SDM_LABELS: dict[str, int] = {"LV": 1, "MYO": 3, "LA": 4}
@@ -235,8 +235,7 @@ def check_sdm_camus(root: str | Path) -> tuple[pd.DataFrame, list[Problem]]:
             problems.append(Problem(str(it.image), "no label map of the same name in a "
                                     f"{'/, '.join(LABEL_DIRS)}/ folder beside the image folder"))
             continue
-        max_label = 4 if encodings.get(it.mask.parent, "sdm") == "sdm" else 3
-        pair, shape = check_pair(it.image, it.mask, max_label=max_label)
+        pair, shape = check_pair(it.image, it.mask, LABEL_SETS[encodings.get(it.mask.parent, "sdm")])
         problems.extend(pair)
         if not pair:
             good.append(it)

@@ -22,8 +22,27 @@ import cv2  # noqa: E402
 
 from echoseg.core.errors import UserError  # noqa: E402
 from echoseg.core.io import atomic_path  # noqa: E402
+from echoseg.core.paths import check_native_path  # noqa: E402
 
 CODECS = ("FFV1", "MJPG")  # preferred first: lossless, then always available
+# Decoded frame counts may differ from the declared NumberOfFrames by this much: some encoders drop or duplicate a
+# trailing frame. Larger differences mean a damaged or truncated video.
+FRAME_COUNT_TOLERANCE = 1
+
+
+def frame_count_problem(count: int, declared, verb: str = "decodes",
+                        tolerance: int = FRAME_COUNT_TOLERANCE) -> str | None:
+    """Why ``count`` frames do not match the declared ``NumberOfFrames`` (None when they do, within ``tolerance``,
+    or when nothing is declared)."""
+    try:
+        expected = float(declared)
+    except (TypeError, ValueError):
+        return None
+    if expected != expected:  # NaN: FileList.csv declares no count
+        return None
+    if abs(int(count) - int(expected)) > tolerance:
+        return f"{verb} {int(count)} frames, FileList.csv declares NumberOfFrames={int(expected)}"
+    return None
 
 
 def _to_grey(frame: np.ndarray) -> np.ndarray:
@@ -44,21 +63,24 @@ def _to_rgb(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
-def load_video(path: str | Path, rgb: bool = False) -> np.ndarray:
+def load_video(path: str | Path, rgb: bool = False, expected_frames: int | float | None = None) -> np.ndarray:
     """Read every frame of a video as grey levels (or, with ``rgb``, as R, G, B levels).
 
     Args:
         path: an AVI (or any container/codec OpenCV's FFmpeg backend decodes).
         rgb: keep three channels in R, G, B order, as EchoNet-Dynamic's ``echonet.utils.loadvideo`` reads them
             (OpenCV's BGR frames converted to RGB; a one-channel video is repeated into three).
+        expected_frames: the frame count the video must decode to, within ``FRAME_COUNT_TOLERANCE`` (e.g.
+            FileList.csv's NumberOfFrames); None or NaN: any count.
 
     Returns:
         (T, H, W) uint8 array, or (T, H, W, 3) with ``rgb``.
 
     Raises:
-        UserError: the file is missing, cannot be opened, or yields no frame.
+        UserError: the file is missing, cannot be opened, yields no frame or another count than
+            ``expected_frames``, or its path is not UTF-8.
     """
-    p = Path(path)
+    p = Path(check_native_path(path, "video"))  # before OpenCV, which crashes on a non-UTF-8 path
     if not p.is_file():
         raise UserError(f"{p}: video not found")
     cap = cv2.VideoCapture(str(p))
@@ -78,12 +100,15 @@ def load_video(path: str | Path, rgb: bool = False) -> np.ndarray:
     shapes = {f.shape for f in frames}
     if len(shapes) > 1:
         raise UserError(f"{p}: frames differ in size {sorted(shapes)}")
+    short = frame_count_problem(len(frames), expected_frames)
+    if short:
+        raise UserError(f"{p}: {short}")
     return np.stack(frames).astype(np.uint8, copy=False)
 
 
 def video_fps(path: str | Path) -> float | None:
     """The frame rate recorded in a video's container, or None when it records none."""
-    cap = cv2.VideoCapture(str(path))
+    cap = cv2.VideoCapture(check_native_path(path, "video"))
     try:
         fps = float(cap.get(cv2.CAP_PROP_FPS)) if cap.isOpened() else 0.0
     finally:
@@ -109,6 +134,8 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float) -> str:
         raise ValueError(f"frames must be uint8, got {frames.dtype}")
     if not fps or fps <= 0:
         raise ValueError(f"fps must be > 0, got {fps}")
+    # before OpenCV, which crashes on a non-UTF-8 path; absolute, as the temporary file OpenCV opens is
+    check_native_path(os.path.abspath(path), "video")
     _, height, width = frames.shape
     with atomic_path(path) as tmp:  # tmp ends in .avi, so OpenCV picks the AVI container
         for fourcc in CODECS:

@@ -7,22 +7,21 @@ Layout (one folder per teacher and data set)::
     <cache>/<key>/labels/<name>.npy     (T, H, W) uint8 teacher probabilities, round(255 * p)
     <cache>/<key>/done/<name>.json      written last: the video's size and mtime, frames, shape
 
-``key`` hashes the teacher spec, the identity of its checkpoint (path, size and modification time of the weights
-file, plus ``model.json`` of a ``run:`` teacher) and the resolved data folder, so another teacher, retrained
-weights or another data set get a new folder. A video counts as done only when its ``done/<name>.json`` exists and
-records the video file's current size and mtime; every file is written atomically, so an interrupted labelling
-resumes at the first unfinished video and a changed video is relabelled.
+``key`` hashes the teacher spec, the content (sha256) of its weights (plus ``model.json`` of a ``run:`` teacher)
+and the resolved data folder, so another teacher, retrained weights or another data set get a new folder. A video
+counts as done only when its ``done/<name>.json`` exists and records the sha256 of the video file as it is now;
+every file is written atomically, so an interrupted labelling resumes at the first unfinished video and a changed
+or repaired video is relabelled.
 
-Where: ``<data>/.echoseg-pseudo/<key>/`` when the data folder is writable, else ``$ECHOSEG_CACHE/pseudo/<key>/``
-(``~/.cache/echoseg/pseudo`` without the variable). Frames are stored beside the labels so training reads random
-windows by memory-mapping instead of decoding AVI files at every step.
+Where: ``$ECHOSEG_CACHE/pseudo/<key>/`` (``~/.cache/echoseg/pseudo`` without the variable), never inside the data
+folder, so read-only data works and a failed run leaves nothing there. Frames are stored beside the labels so
+training reads random windows by memory-mapping instead of decoding AVI files at every step.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,23 +29,21 @@ from typing import Any
 import numpy as np
 
 from echoseg.core.console import track
-from echoseg.core.data.cache import default_cache_dir
 from echoseg.core.data.echonet import normalize_name, video_path
+from echoseg.core.data.hashing import cache_root, file_digest
 from echoseg.core.data.video import load_video
 from echoseg.core.io import atomic_path, read_json, write_json
 from echoseg.core.models.teachers import TeacherSpec
 
-PSEUDO_FORMAT = 1
-DATA_SUBDIR = ".echoseg-pseudo"
+PSEUDO_FORMAT = 2
 
 
 def _file_identity(path: Path) -> dict[str, Any]:
-    st = path.stat()
-    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"path": str(path.resolve()), "sha256": file_digest(path)}
 
 
 def teacher_identity(spec: str) -> dict[str, Any]:
-    """What identifies a teacher's weights: spec plus path, size and mtime of the checkpoint file(s)."""
+    """What identifies a teacher's weights: spec plus path and content hash of the checkpoint file(s)."""
     parsed = TeacherSpec.parse(spec)
     ident: dict[str, Any] = {"spec": str(spec)}
     for f in parsed.weight_files():
@@ -63,30 +60,9 @@ def cache_key(spec: str, data: str | Path, extra: dict[str, Any] | None = None) 
     return f"{TeacherSpec.parse(spec).kind}-{digest}"
 
 
-def _writable(folder: Path) -> bool:
-    """Whether ``folder`` (or, if absent, its nearest existing parent) accepts new files."""
-    p = folder
-    while not p.exists():
-        p = p.parent
-    if not os.access(p, os.W_OK | os.X_OK):
-        return False
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".probe-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError:
-        return False
-    return True
-
-
 def cache_folder(spec: str, data: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """``<data>/.echoseg-pseudo/<key>`` when writable, else ``$ECHOSEG_CACHE/pseudo/<key>``."""
-    key = cache_key(spec, data, extra)
-    local = Path(data) / DATA_SUBDIR
-    if _writable(local):
-        return local / key
-    return default_cache_dir() / "pseudo" / key
+    """``$ECHOSEG_CACHE/pseudo/<key>`` (see the module docstring)."""
+    return cache_root() / "pseudo" / cache_key(spec, data, extra)
 
 
 class PseudoLabels:
@@ -113,8 +89,7 @@ class PseudoLabels:
         src = video_path(self.data, name)
         if not src.is_file():
             return True  # the cache still holds the frames; nothing to compare against
-        st = src.stat()
-        return record.get("video_size") == st.st_size and record.get("video_mtime_ns") == st.st_mtime_ns
+        return record.get("video_sha256") == file_digest(src)
 
     def frames(self, name: str, mmap: bool = True) -> np.ndarray:
         """(T, H, W) uint8 frames (memory-mapped by default)."""
@@ -138,8 +113,7 @@ class PseudoLabels:
             with atomic_path(path) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, np.ascontiguousarray(arr, dtype=np.uint8))
         src = video_path(self.data, name)
-        st = src.stat()
-        write_json(done, {"video": str(src.resolve()), "video_size": st.st_size, "video_mtime_ns": st.st_mtime_ns,
+        write_json(done, {"video": str(src.resolve()), "video_sha256": file_digest(src),
                           "frames": int(frames.shape[0]), "height": int(frames.shape[1]),
                           "width": int(frames.shape[2])})
 

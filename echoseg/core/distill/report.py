@@ -97,13 +97,16 @@ def evaluate_model(predict: Predictor, threshold: float, data: str | Path, filel
 
 
 def evaluate_pair(run, student, student_threshold: float, teacher_labels, data: str | Path, split: str,
-                  batch_size: int = 32, progress: bool = True) -> dict[str, Any]:
+                  batch_size: int = 32, progress: bool = True, names: list[str] | None = None) -> dict[str, Any]:
     """Evaluate student and teacher on ``data`` (split ``split``) and write ``eval/<model>/`` into ``run``.
 
     ``teacher_labels`` is the :class:`~echoseg.core.distill.pseudo.PseudoLabels` cache of the teacher on ``data``
-    (its frames are reused for the student).
+    (its frames are reused for the student). ``names``: only these videos of the split (e.g. without those
+    ``--skip-bad`` left out).
     """
     filelist = select_split(read_filelist(data), split)
+    if names is not None:
+        filelist = filelist[filelist["FileName"].isin(set(names))].reset_index(drop=True)
     out: dict[str, Any] = {"data": str(Path(data).resolve()), "split": split.upper(), "videos": len(filelist)}
     models = {
         "student": (lambda n, f: student.predict(f, batch_size=batch_size), float(student_threshold)),

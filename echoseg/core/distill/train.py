@@ -30,7 +30,6 @@ from echoseg.core.config import StageConfig, check_all
 from echoseg.core.console import track
 from echoseg.core.distill.pseudo import PseudoLabels
 from echoseg.core.env import make_accelerator
-from echoseg.core.io import write_json
 from echoseg.core.models import artefacts, build_model
 from echoseg.core.runs import Run
 from echoseg.core.train import checkpoint as ckpt
@@ -63,6 +62,7 @@ class DistillConfig(StageConfig):
     precision: str = "no"
     device: str = "auto"
     seed: int = 0
+    skip_bad: bool = False  # leave damaged videos out (listed in problems.csv) instead of stopping
 
     def validate(self) -> None:
         """Raise UserError on out-of-range values, naming the option."""
@@ -202,12 +202,8 @@ def train_student(cfg: DistillConfig, run: Run, train_set: VideoSet, val_set: Vi
             "bad_epochs": 0, "elapsed": 0.0, "done": False, "stopped_early": False}
     ckpt.restore_book(run, folder, model, book, state, cfg.epochs, cfg.to_dict())
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
         run.log(f"resuming after epoch {book['epoch']} (best val loss {book['best_loss']:.5f} at {book['best_epoch']})")
-    model, optimizer = accelerator.prepare(model, optimizer)
-    if state is not None:
-        ckpt.set_rng_state(state["rng"])
-    raw = accelerator.unwrap_model(model)
+    model, optimizer, raw = ckpt.prepare_and_restore(accelerator, model, optimizer, state)
     run.log(f"student convlstm B{cfg.blocks}L{cfg.layers}{' +skips' if cfg.skips else ''}: "
             f"{raw.num_parameters():,} parameters; {len(train_set.names)} train / {len(val_set.names)} val videos; "
             f"windows of {seq_len} frames{' at half resolution' if cfg.half_res else ''}")
@@ -234,29 +230,15 @@ def train_student(cfg: DistillConfig, run: Run, train_set: VideoSet, val_set: Vi
             sums = accelerator.reduce(sums, reduction="sum")
         val = validate(raw, val_set, accelerator.device, accelerator.autocast)
         seconds = time.perf_counter() - t0
-        book["elapsed"] += seconds
-        book["epoch"] = epoch
-        improved = val["val_loss"] < book["best_loss"]
-        if improved:
-            book.update(best_loss=val["val_loss"], best_epoch=epoch, best_dice=val["val_dice"],
-                        threshold=val["threshold"], bad_epochs=0)
-        else:
-            book["bad_epochs"] += 1
-        if book["bad_epochs"] >= cfg.patience:
-            book.update(done=True, stopped_early=True)
-        if epoch >= cfg.epochs:
-            book["done"] = True
+        best = ({"best_loss": val["val_loss"], "best_dice": val["val_dice"], "threshold": val["threshold"]}
+                if val["val_loss"] < book["best_loss"] else None)
+        improved = ckpt.close_epoch(book, epoch, seconds, best, cfg.patience, cfg.epochs)
         row = {"epoch": epoch, "train_loss": float(sums[0] / sums[1].clamp(min=1)), **val, "time": seconds,
                "best": improved}
         run.log_metrics(row)
         if accelerator.is_main_process and run.writer:
             raw.threshold.fill_(val["threshold"])
-            if improved:
-                artefacts.save_weights(raw, folder / "best.safetensors")
-                write_json(folder / "best.json", {"epoch": epoch, **val})
-            artefacts.save_weights(raw, folder / "last.safetensors")
-            ckpt.save_training_state(folder, {"optimizer": optimizer.state_dict(), "book": dict(book),
-                                              "rng": ckpt.rng_state()})
+            ckpt.save_epoch(folder, raw, book, val if improved else None, optimizer)
         accelerator.wait_for_everyone()
         run.log(f"epoch {epoch}: train bce {row['train_loss']:.5f}  val bce {val['val_loss']:.5f}  "
                 f"val dice vs teacher {val['val_dice']:.4f} (threshold {val['threshold']:.2f})  {seconds:.1f}s"

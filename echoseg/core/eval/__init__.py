@@ -7,10 +7,11 @@ Entry points, one typed config and a run each (the `echoseg eval` commands):
 - :mod:`echoseg.core.eval.afd`: ``run_afd(EvalAfdConfig, run)``, ED/ES detection scored as aFD.
 - :mod:`echoseg.core.eval.echoclip`: ``run_echoclip(EvalEchoclipConfig, run)``, the CLIP mask-quality score.
 
-Helpers: :mod:`echoseg.core.eval.sources` (masks from files or a labelling model), :mod:`echoseg.core.eval.predict`
-(a model over every frame of EchoNet videos); in the floor, :mod:`echoseg.core.metrics.afd` (the detection
-algorithm), :mod:`echoseg.core.metrics.areas` (area curves, reference frames) and
-:mod:`echoseg.core.metrics.afd_report` (aFD over a data set, per_video.csv, summary and figure).
+Helpers: :mod:`echoseg.core.eval.sources` (masks from files or a labelling model, and ``VideoEvalConfig``: the
+options afd and echoclip share), :mod:`echoseg.core.eval.predict` (a model over every frame of EchoNet videos); in
+the floor, :mod:`echoseg.core.metrics.afd` (the detection algorithm), :mod:`echoseg.core.metrics.areas` (area
+curves, reference frames) and :mod:`echoseg.core.metrics.afd_report` (aFD over a data set, per_video.csv, summary
+and figure).
 """
 
 from echoseg.core.metrics.afd import afd, detect, estimate_frame, estimate_frames, estimate_phase, standardise

@@ -7,17 +7,17 @@ the aFD table are :mod:`echoseg.core.metrics.afd` and :mod:`echoseg.core.metrics
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
-from echoseg.core.config import StageConfig, check_all
-from echoseg.core.data.echonet import read_filelist
-from echoseg.core.errors import require_dir
+from echoseg.core.data.echonet import read_filelist, read_tracings
+from echoseg.core.data.manifest import Problem, report_skipped
+from echoseg.core.errors import UserError, require_dir
 from echoseg.core.eval.predict import model_areas
-from echoseg.core.eval.sources import load_frame_model, pick_source, teacher_summary
+from echoseg.core.eval.sources import VideoEvalConfig, load_frame_model, screen, teacher_summary
 from echoseg.core.metrics.afd_report import evaluate_afd, select_split, write_afd_report
 from echoseg.core.metrics.areas import (
     AreaSignals,
@@ -26,54 +26,42 @@ from echoseg.core.metrics.areas import (
     read_areas_csv,
     read_reference_csv,
     references_from_tracings,
+    video_key,
 )
 from echoseg.core.models.teachers import Teacher
 from echoseg.core.runs import Run
 
 DEFAULT_THRESHOLD = "default: 127 for integer masks (0..255), 0.5 for float and boolean masks"
-SOURCES = ("masks", "areas", "run_dir", "teacher")
 MODEL_SOURCES = ("run_dir", "teacher")
 
 
 @dataclass
-class EvalAfdConfig(StageConfig):
+class EvalAfdConfig(VideoEvalConfig):
     """Options of `eval afd` (recorded in run.json); exactly one of masks, areas, run_dir, teacher is set."""
 
-    data: str = ""
-    masks: str | None = None
+    SOURCES: ClassVar[tuple[str, ...]] = ("masks", "areas", "run_dir", "teacher")
+
     areas: str | None = None
-    run_dir: str | None = None
-    teacher: str | None = None
-    split: str = "TEST"
     threshold: float | None = None
     reference: str = "tracings"
     save_masks: bool = False
-    batch_size: int = 32
-    mean: list[str] | None = None  # numbers or ["auto"] (see eval.sources)
-    std: list[str] | None = None
-    device: str = "auto"
 
-    @property
-    def source(self) -> str:
-        """The field that gives the areas: masks, areas, run_dir or teacher (UserError unless exactly one)."""
-        return pick_source(self, SOURCES)
-
-    def validate(self) -> None:
-        """Raise UserError on options that do not go together or are out of range, naming the option."""
+    def checks(self) -> list[tuple[bool, str]]:
+        """The option combinations and ranges :meth:`validate` checks, then the shared ones."""
         source = self.source
         model_driven = source in MODEL_SOURCES
-        check_all([
+        return [
             (source != "areas" or self.threshold is None,
              "--threshold applies to --masks, --run and --teacher only (an areas CSV holds areas already)"),
             (model_driven or not self.save_masks, "--save-masks applies to --run and --teacher only"),
             (not model_driven or self.threshold is None or 0 < self.threshold < 1,
              f"--threshold must be a probability in (0, 1) with --run/--teacher, got {self.threshold}"),
-            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-        ])
+            *super().checks(),
+        ]
 
     def inputs(self) -> dict[str, Any]:
         """The inputs recorded in run.json."""
-        out = {"data": self.data, "areas": self.areas, "masks": self.masks, "run": self.run_dir}
+        out = super().inputs() | {"areas": self.areas}
         if self.reference != "tracings":
             out["reference"] = self.reference
         return out
@@ -83,11 +71,13 @@ class EvalAfdConfig(StageConfig):
 class AfdInputs:
     """What an `eval afd` run reads, loaded (and so checked) before the run directory exists."""
 
-    filelist: pd.DataFrame
+    filelist: pd.DataFrame  # the selected rows, less the videos left out by --skip-bad
     references: dict[str, tuple[int, int]]
     reference_source: str
-    areas: AreaSignals | None = None  # from an areas CSV
+    areas: AreaSignals | None = None  # from an areas CSV, or from the masks folder (read and checked here)
     model: Teacher | None = None  # with run_dir or teacher
+    skipped: list[str] = field(default_factory=list)  # video keys left out by --skip-bad
+    problems: list[Problem] = field(default_factory=list)  # why
 
 
 def references(data: str | Path, reference: str) -> tuple[dict[str, tuple[int, int]], str]:
@@ -98,10 +88,14 @@ def references(data: str | Path, reference: str) -> tuple[dict[str, tuple[int, i
 
 
 def load_afd_inputs(cfg: EvalAfdConfig) -> AfdInputs:
-    """Read the file list, the references and the areas CSV, check the masks folder and load the model.
+    """Read the file list, the references and the areas CSV or the mask files, load the model, and check every
+    video (or mask file) the run will use as `data check` does: it decodes to its FileList.csv NumberOfFrames
+    (within 1) and size, and holds its traced frames.
 
     Raises:
-        UserError: a missing or unreadable input, naming its option.
+        UserError: a missing or unreadable input, naming its option; a masks folder without a mask file for the
+            selected videos; a damaged video or mask file, naming it (unless ``cfg.skip_bad``: then it is left out
+            and listed).
     """
     source = cfg.source
     require_dir(cfg.data, "--data")
@@ -112,8 +106,28 @@ def load_afd_inputs(cfg: EvalAfdConfig) -> AfdInputs:
         areas = read_areas_csv(cfg.areas)
     elif source == "masks":
         require_dir(cfg.masks, "--masks")
+        found = set(list_mask_videos(cfg.masks))
+        if not found:
+            raise UserError(f"--masks {cfg.masks}: no mask file (<FileName>.npz, .npy or .avi) in the folder")
+        if len(filelist) and not found & {video_key(n) for n in filelist["FileName"]}:
+            raise UserError(f"--masks {cfg.masks}: none of the {len(filelist)} {cfg.split.upper()} video(s) of "
+                            "FileList.csv has a mask file there (use --split, or another folder)")
     model = load_frame_model(cfg)
-    return AfdInputs(filelist, refs, ref_source, areas, model)
+    problems: list[Problem] = []
+    skipped: list[str] = []
+    if source == "masks":
+        keys = [video_key(n) for n in filelist["FileName"]]
+        areas, _ = areas_from_masks(cfg.masks, keys, cfg.threshold,
+                                    frames=dict(zip(keys, filelist["NumberOfFrames"], strict=True)),
+                                    problems=problems if cfg.skip_bad else None)
+        skipped = sorted({video_key(Path(p.path).stem) for p in problems})
+    elif source != "areas":
+        tracings = read_tracings(cfg.data) if cfg.reference == "tracings" else None
+        usable, problems = screen(cfg, filelist, tracings=tracings)
+        skipped = sorted(set(filelist["FileName"].map(video_key)) - {video_key(n) for n in usable})
+    if skipped:
+        filelist = filelist[~filelist["FileName"].map(video_key).isin(skipped)].reset_index(drop=True)
+    return AfdInputs(filelist, refs, ref_source, areas, model, skipped, problems)
 
 
 def run_afd(cfg: EvalAfdConfig, run: Run, inputs: AfdInputs | None = None) -> dict[str, Any]:
@@ -132,9 +146,10 @@ def run_afd(cfg: EvalAfdConfig, run: Run, inputs: AfdInputs | None = None) -> di
     source, filelist = cfg.source, inputs.filelist
     signals, available = inputs.areas, None
     info: dict[str, Any] = {"split": cfg.split.upper(), "reference": inputs.reference_source}
-    if source == "masks":
-        signals, _ = areas_from_masks(cfg.masks, list(filelist["FileName"]), cfg.threshold)
-        available = list_mask_videos(cfg.masks)
+    if cfg.skip_bad:
+        info.update(report_skipped(run, inputs.problems, len(inputs.skipped)))
+    if source == "masks":  # the areas were read (and the mask files checked) with the inputs
+        available = [k for k in list_mask_videos(cfg.masks) if k not in set(inputs.skipped)]
         info["masks_dir"] = str(Path(cfg.masks).resolve())
         info["threshold"] = cfg.threshold if cfg.threshold is not None else DEFAULT_THRESHOLD
     elif source == "areas":

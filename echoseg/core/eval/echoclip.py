@@ -20,7 +20,7 @@ Models are open_clip models loaded by :mod:`echoseg.core.models.openclip` (EchoC
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +28,13 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from echoseg.core.config import StageConfig, check_all
 from echoseg.core.console import track
 from echoseg.core.data.echonet import read_filelist, video_path
+from echoseg.core.data.manifest import Problem, report_skipped
 from echoseg.core.data.video import load_video
-from echoseg.core.errors import require_dir
+from echoseg.core.errors import UserError, require_dir
 from echoseg.core.eval.predict import iter_video_probabilities
-from echoseg.core.eval.sources import load_frame_model, pick_source, teacher_summary
+from echoseg.core.eval.sources import VideoEvalConfig, load_frame_model, screen, teacher_summary
 from echoseg.core.io import write_csv
 from echoseg.core.metrics.afd_report import select_split
 from echoseg.core.metrics.areas import binarise, find_mask_file, list_mask_videos, load_mask_video, video_key
@@ -112,11 +112,14 @@ def score_videos(
     dilate: int = 5,
     batch_size: int = 64,
     progress: bool = True,
+    problems: list[Problem] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Score the masks of every video of ``masks_dir`` (or ``names``) against ``data_root/Videos/<name>.avi``.
 
     When a video and its masks differ in frame count, the first ``min`` frames are scored (both counts are in
     the table). Returns the per-video table and the summary (mean score; videos without video or mask listed).
+    An unreadable video or mask file is a UserError naming it, unless ``problems`` is a list: then it is added
+    there and the video is left out (``--skip-bad``).
     """
 
 
@@ -132,7 +135,14 @@ def score_videos(
         if not path.is_file():
             without_video.append(key)
             continue
-        frames, masks = load_video(path), load_mask_video(mask_path)
+        try:
+            frames, masks = load_video(path), load_mask_video(mask_path)
+        except UserError as exc:
+            if problems is None:
+                raise
+            bad = str(mask_path) if str(exc).startswith(f"{mask_path}: ") else str(path)
+            problems.append(Problem(bad, str(exc).removeprefix(f"{bad}: ")))
+            continue
         n = min(len(frames), len(masks))
         s = frame_scores(clip, frames[:n], masks[:n], dilate=dilate, batch_size=batch_size, text=text)
         rows.append({"FileName": key, "VideoFrames": len(frames), "MaskFrames": len(masks), "FramesScored": n,
@@ -160,41 +170,18 @@ def score_videos(
 
 
 # ----------------------------------------------------------------------------- eval echoclip
-SOURCES = ("masks", "run_dir", "teacher")
-
-
 @dataclass
-class EvalEchoclipConfig(StageConfig):
+class EvalEchoclipConfig(VideoEvalConfig):
     """Options of `eval echoclip` (recorded in run.json); exactly one of masks, run_dir, teacher is set."""
 
-    data: str = ""
     clip_model: str = ""
-    masks: str | None = None
-    run_dir: str | None = None
-    teacher: str | None = None
     split: str = "all"
     dilate: int = 5
     batch_size: int = 64
-    mean: list[str] | None = None  # numbers or ["auto"] (see eval.sources)
-    std: list[str] | None = None
-    device: str = "auto"
 
-    @property
-    def source(self) -> str:
-        """The field that gives the masks: masks, run_dir or teacher (UserError unless exactly one)."""
-        return pick_source(self, SOURCES)
-
-    def validate(self) -> None:
-        """Raise UserError on options that do not go together or are out of range, naming the option."""
-        _ = self.source
-        check_all([
-            (self.dilate >= 0, f"--dilate must be >= 0, got {self.dilate}"),
-            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-        ])
-
-    def inputs(self) -> dict[str, Any]:
-        """The inputs recorded in run.json."""
-        return {"data": self.data, "masks": self.masks, "run": self.run_dir}
+    def checks(self) -> list[tuple[bool, str]]:
+        """The ranges :meth:`validate` checks, then the shared ones."""
+        return [(self.dilate >= 0, f"--dilate must be >= 0, got {self.dilate}"), *super().checks()]
 
 
 @dataclass
@@ -205,13 +192,17 @@ class EchoclipInputs:
     names: list[str] | None = None  # the videos to score (None: every mask file)
     filelist: pd.DataFrame | None = None
     model: Teacher | None = None  # with run_dir or teacher
+    skipped: list[str] = field(default_factory=list)  # videos left out by --skip-bad
+    problems: list[Problem] = field(default_factory=list)  # why
 
 
 def load_echoclip_inputs(cfg: EvalEchoclipConfig) -> EchoclipInputs:
-    """Check the data and masks folders, read the file list's split and load the labelling and CLIP models.
+    """Check the data and masks folders, read the file list's split, load the labelling and CLIP models, and check
+    every video to score as `data check` does (it decodes to its FileList.csv NumberOfFrames, within 1, and size).
 
     Raises:
-        UserError: a missing or unreadable input, naming its option.
+        UserError: a missing or unreadable input, naming its option; a damaged video, naming it (unless
+            ``cfg.skip_bad``: then it is left out and listed).
     """
     source = cfg.source
     require_dir(cfg.data, "--data")
@@ -219,12 +210,22 @@ def load_echoclip_inputs(cfg: EvalEchoclipConfig) -> EchoclipInputs:
     if source == "masks":
         require_dir(cfg.masks, "--masks")
     names = filelist = None
+    listed = read_filelist(cfg.data)
     if source != "masks" or cfg.split.upper() != "ALL":
-        filelist = select_split(read_filelist(cfg.data), cfg.split)
+        filelist = select_split(listed, cfg.split)
         names = list(filelist["FileName"])
     model = load_frame_model(cfg)
     clip = load_clip_model(cfg.clip_model, cfg.device)
-    return EchoclipInputs(clip, names, filelist, model)
+    wanted = list_mask_videos(cfg.masks) if names is None else [video_key(n) for n in names]
+    if source == "masks":  # only videos with a mask file are read
+        wanted = [k for k in wanted if find_mask_file(cfg.masks, k) is not None]
+    usable, problems = screen(cfg, listed.assign(FileName=listed["FileName"].map(video_key)), wanted)
+    skipped = [k for k in wanted if k not in set(usable)]
+    if skipped:
+        names = [k for k in (names if names is not None else wanted) if video_key(k) not in set(skipped)]
+        if filelist is not None:
+            filelist = filelist[~filelist["FileName"].map(video_key).isin(skipped)].reset_index(drop=True)
+    return EchoclipInputs(clip, names, filelist, model, skipped, problems)
 
 
 def run_echoclip(cfg: EvalEchoclipConfig, run: Run, inputs: EchoclipInputs | None = None) -> dict[str, Any]:
@@ -248,9 +249,13 @@ def run_echoclip(cfg: EvalEchoclipConfig, run: Run, inputs: EchoclipInputs | Non
             pass
         extra = {"teacher": teacher_summary(model, inputs.filelist), "masks_dir": str(masks_dir.resolve()),
                  "masks": "LV probabilities as uint8 round(255 p); scored pixels: above 127 (p >= 0.5)"}
+    problems = list(inputs.problems)
     table, summary = score_videos(inputs.clip, cfg.data, masks_dir, names=inputs.names, dilate=cfg.dilate,
-                                  batch_size=cfg.batch_size)
+                                  batch_size=cfg.batch_size, problems=problems if cfg.skip_bad else None)
     summary.update(extra)
+    if cfg.skip_bad:  # the videos screened out before the run, and those whose mask file failed while scoring
+        unreadable = len(problems) - len(inputs.problems)
+        summary.update(report_skipped(run, problems, len(inputs.skipped) + unreadable))
     write_csv(run.file("per_video.csv"), table)
     run.write_summary(summary)
     run.log(f"CLIP mask score over {summary['videos_scored']} video(s): mean {summary['score_mean']:.4f}; "

@@ -84,19 +84,13 @@ def iter_video_probabilities(
             yield keys[i], frames, probs
 
 
-def predict_videos(
-    teacher,
-    data_root: str | Path,
-    names: list[str],
-    *,
-    batch_size: int = 32,
-    save_dir: str | Path | None = None,
-    progress: bool = True,
-) -> dict[str, np.ndarray]:
+def predict_videos(teacher, data_root: str | Path, names: list[str], **options: Any) -> dict[str, np.ndarray]:
     """``{key: (T, H, W) float32 LV probabilities}`` of the videos of ``names`` that exist (small sets only:
-    everything stays in memory; use :func:`iter_video_probabilities` or :func:`model_areas` for a data set)."""
-    return {k: p for k, _, p in iter_video_probabilities(teacher, data_root, names, batch_size=batch_size,
-                                                       save_dir=save_dir, progress=progress) if p is not None}
+    everything stays in memory; use :func:`iter_video_probabilities` or :func:`model_areas` for a data set).
+
+    ``options``: the keyword options of :func:`iter_video_probabilities` (``batch_size``, ``save_dir``, ``progress``).
+    """
+    return {k: p for k, _, p in iter_video_probabilities(teacher, data_root, names, **options) if p is not None}
 
 
 def model_areas(

@@ -8,9 +8,10 @@ AVI), 0.5 for floating-point masks (probabilities) and for boolean masks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,8 @@ import pandas as pd
 from echoseg.core.console import track
 from echoseg.core.data.echonet import normalize_name as video_key  # FileName without ".avi": one convention
 from echoseg.core.data.echonet import read_tracings, reference_frames
-from echoseg.core.data.video import load_video
+from echoseg.core.data.manifest import Problem
+from echoseg.core.data.video import frame_count_problem, load_video
 from echoseg.core.errors import UserError
 
 MASK_SUFFIXES = (".npz", ".npy", ".avi")
@@ -82,16 +84,22 @@ def _header(path: Path) -> list[str]:
         raise UserError(f"{path}: not a readable CSV ({str(exc).splitlines()[0] if str(exc) else 'empty'})") from None
 
 
-def read_areas_csv(path: str | Path) -> AreaSignals:
-    """Read a CSV of ``FileName, Frame, Area`` rows (any order; frames of each video must be 0..n-1)."""
+def _read_columns(path: str | Path, option: str, columns: tuple[str, ...]) -> tuple[Path, pd.DataFrame]:
+    """The ``columns`` of the CSV given to ``option`` (FileName as text); UserError naming the option when the file
+    or a column is missing."""
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"--areas {p}: file not found")
+        raise UserError(f"{option} {p}: file not found")
     cols = _header(p)
-    missing = [c for c in AREA_COLUMNS if c not in cols]
+    missing = [c for c in columns if c not in cols]
     if missing:
-        raise UserError(f"--areas {p}: missing column(s) {', '.join(missing)}; expected header FileName,Frame,Area")
-    df = pd.read_csv(p, usecols=list(AREA_COLUMNS), dtype={"FileName": str}, skipinitialspace=True)
+        raise UserError(f"{option} {p}: missing column(s) {', '.join(missing)}; expected header {','.join(columns)}")
+    return p, pd.read_csv(p, usecols=list(columns), dtype={"FileName": str}, skipinitialspace=True)
+
+
+def read_areas_csv(path: str | Path) -> AreaSignals:
+    """Read a CSV of ``FileName, Frame, Area`` rows (any order; frames of each video must be 0..n-1)."""
+    p, df = _read_columns(path, "--areas", AREA_COLUMNS)
     frames = pd.to_numeric(df["Frame"], errors="coerce").to_numpy(np.float64)
     areas = pd.to_numeric(df["Area"], errors="coerce").to_numpy(np.float64)
     bad = ~np.isfinite(frames) | (frames != np.round(frames)) | (frames < 0) | ~np.isfinite(areas) | (areas < 0)
@@ -183,12 +191,19 @@ def load_mask_video(path: str | Path) -> np.ndarray:
 
 
 def areas_from_masks(
-    folder: str | Path, names: list[str] | None = None, threshold: float | None = None, progress: bool = True
+    folder: str | Path, names: list[str] | None = None, threshold: float | None = None, progress: bool = True,
+    frames: Mapping[str, Any] | None = None, problems: list[Problem] | None = None,
 ) -> tuple[AreaSignals, list[str]]:
     """Area curves of the videos ``names`` (default: every mask file) from a folder of mask files.
 
+    Args:
+        frames: video key -> its declared NumberOfFrames (FileList.csv): a mask stack must hold as many frames
+            (within ``FRAME_COUNT_TOLERANCE``), as `data check` requires of the video itself.
+        problems: collect unreadable or mismatched mask files here and leave them out (``--skip-bad``); None:
+            the first one is a UserError naming it.
+
     Returns:
-        The curves of the videos that have a mask file, and the names that have none.
+        The curves of the videos that have a (usable) mask file, and the names that have none.
     """
 
     folder = Path(folder)
@@ -201,21 +216,24 @@ def areas_from_masks(
         if path is None:
             missing.append(key)
             continue
-        curves[key] = mask_areas(load_mask_video(path), threshold)
+        try:
+            masks = load_mask_video(path)
+            short = frame_count_problem(len(masks), (frames or {}).get(key), verb="holds")
+            if short:
+                raise UserError(f"{path}: {short}")
+        except UserError as exc:
+            if problems is None:
+                raise
+            problems.append(Problem(str(path), str(exc).removeprefix(f"{path}: ")))
+            continue
+        curves[key] = mask_areas(masks, threshold)
     return AreaSignals.from_curves(curves), missing
 
 
 # ----------------------------------------------------------------------------- reference frames
 def read_reference_csv(path: str | Path) -> dict[str, tuple[int, int]]:
     """``{video key: (ED, ES)}`` from a CSV with columns FileName, ED, ES (both empty: no reference)."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"--reference {p}: file not found")
-    cols = _header(p)
-    missing = [c for c in REFERENCE_COLUMNS if c not in cols]
-    if missing:
-        raise UserError(f"--reference {p}: missing column(s) {', '.join(missing)}; expected header FileName,ED,ES")
-    df = pd.read_csv(p, usecols=list(REFERENCE_COLUMNS), dtype={"FileName": str}, skipinitialspace=True)
+    p, df = _read_columns(path, "--reference", REFERENCE_COLUMNS)
     out: dict[str, tuple[int, int]] = {}
     ed = pd.to_numeric(df["ED"], errors="coerce")
     es = pd.to_numeric(df["ES"], errors="coerce")

@@ -21,12 +21,14 @@ import numpy as np
 import open_clip
 import torch
 from PIL import Image
+from safetensors import SafetensorError
 
 from echoseg.core.env import resolve_device
 from echoseg.core.errors import UserError, first_line
 
-# what torch.load / open_clip raise on a corrupt or foreign weights file
-_LOAD_ERRORS = (RuntimeError, OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError)
+# what torch.load / safetensors / open_clip raise on a corrupt or foreign weights file (a zero-filled
+# .safetensors file raises SafetensorError, which derives from Exception only)
+_LOAD_ERRORS = (RuntimeError, OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError, SafetensorError)
 WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 NEEDED = "open_clip_config.json and open_clip_model.safetensors (or open_clip_pytorch_model.bin)"

@@ -28,8 +28,16 @@ from rich.table import Table
 from echoseg.core.console import console as default_console
 from echoseg.core.console import track
 from echoseg.core.data.camus import detect_camus, read_camus, read_split_file
-from echoseg.core.data.imaging import load_image, load_mask
-from echoseg.core.data.manifest import MANIFEST_COLUMNS, SPLITS, STRUCTURE_LABELS, read_manifest, write_manifest
+from echoseg.core.data.imaging import load_pair
+from echoseg.core.data.manifest import (
+    MANIFEST_COLUMNS,
+    SPLITS,
+    STRUCTURE_LABELS,
+    absolute_paths,
+    mask_labels,
+    read_manifest,
+    write_manifest,
+)
 from echoseg.core.data.sdm_camus import detect_sdm_camus, read_sdm_camus
 from echoseg.core.errors import UserError
 from echoseg.core.io import write_csv, write_json
@@ -93,7 +101,6 @@ def load_dataset(data: str | Path, dataset: str = "auto", splits: str | Path | N
         df = read_manifest(manifest_file)
         if df.empty:
             raise UserError(f"{manifest_file}: holds no samples (e.g. a curation run that kept nothing)")
-        df = _absolute_paths(df, manifest_file.parent)
         kind = _kind_of_manifest(df)
         if dataset != "auto" and dataset != kind:
             raise UserError(f"{manifest_file}: --dataset {dataset} given but the manifest holds {kind} samples")
@@ -106,14 +113,12 @@ def load_dataset(data: str | Path, dataset: str = "auto", splits: str | Path | N
     if dataset != "auto" and dataset != kind:
         raise UserError(f"{p}: --dataset {dataset} given but the folder holds a {kind} layout")
     if kind == "camus":
-
         df = read_camus(p, splits=splits)
     else:
-
         df = read_sdm_camus(p, camus_root=camus_root, splits=splits)
     if df.empty:
         raise UserError(f"{p}: no usable samples found")
-    return _absolute_paths(df, p), kind
+    return absolute_paths(df, p), kind
 
 
 def _is_full_manifest(path: Path) -> bool:
@@ -152,13 +157,6 @@ def _detect_kind(root: Path) -> str:
                         f"{', '.join(MANIFEST_COLUMNS)}) and no CAMUS or SDM CAMUS layout beside it")
     raise UserError(f"{root}: no manifest.csv and no CAMUS or SDM CAMUS layout found (expected database_nifti/, "
                     "training|testing/ or SDM CAMUS PNGs)")
-
-
-def _absolute_paths(df: pd.DataFrame, base: Path) -> pd.DataFrame:
-    df = df.copy()
-    for col in ("image", "mask"):
-        df[col] = [str(q if Path(q).is_absolute() else (base / q).resolve()) for q in df[col].astype(str)]
-    return df
 
 
 def _kind_of_manifest(df: pd.DataFrame) -> str:
@@ -223,14 +221,16 @@ def _split_folder(row: pd.Series | dict) -> str:
 
 # --------------------------------------------------------------------------- shapes
 def shapes_geometric(df: pd.DataFrame, progress: bool = True) -> list[str]:
-    """Geometric shape word of every sample (each mask file read once, all its labels classified)."""
+    """Geometric shape word of every sample (each image and label map read once and checked as `data check` does,
+    all its labels classified)."""
 
     out = [""] * len(df)
-    groups = df.groupby("mask", sort=False).indices
+    groups = df.groupby(["image", "mask"], sort=False).indices
     items = track(groups.items(), "shapes", total=len(groups)) if progress else groups.items()
     labels = df["label"].to_numpy()
-    for mask_path, idx in items:
-        label_map = load_mask(mask_path)
+    allowed = mask_labels(df)
+    for (image_path, mask_path), idx in items:
+        _, label_map = load_pair(image_path, mask_path, allowed[idx[0]])
         for i in idx:
             out[i] = classify_shape(label_map == int(labels[i]))
     return out
@@ -250,12 +250,13 @@ def shapes_vqa(df: pd.DataFrame, model, progress: bool = True) -> tuple[list[str
     rows = list(df[["image", "mask", "label", "structure"]].itertuples(index=False))
     it = track(range(len(rows)), "VQA shapes") if progress else range(len(rows))
     current: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    allowed = mask_labels(df)
     for i in it:
         r = rows[i]
         key = f"{r.image}\0{r.mask}"
         if key not in current:
             current.clear()  # rows are grouped by image: keep only the current pair in memory
-            current[key] = (load_image(r.image), load_mask(r.mask))
+            current[key] = load_pair(r.image, r.mask, allowed[i])
         image, label_map = current[key]
         batch.append((i, (image, label_map == int(r.label), str(r.structure))))
         if len(batch) >= model.batch_size:

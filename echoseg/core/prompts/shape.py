@@ -25,7 +25,7 @@ for diagnostics only. An empty mask (or one under 3 pixels) has no shape: the em
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -49,10 +49,6 @@ class ShapeFeatures:
     aspect: float
     rect_fill: float
     tri_fill: float
-
-    def as_dict(self) -> dict:
-        """The features as a plain dict."""
-        return asdict(self)
 
 
 def outer_contour(mask: np.ndarray) -> np.ndarray | None:

@@ -33,20 +33,21 @@ def run_dir_of(path: str | Path) -> Path | None:
     return candidate if (candidate / "run.json").is_file() else None
 
 
-def _record(run: Path) -> dict[str, Any]:
+def _json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; empty when the file is missing, unreadable or not an object."""
     try:
-        rec = read_json(run / "run.json")
+        data = read_json(path)
     except (OSError, ValueError):
         return {}
-    return rec if isinstance(rec, dict) else {}
+    return data if isinstance(data, dict) else {}
+
+
+def _record(run: Path) -> dict[str, Any]:
+    return _json_object(run / "run.json")
 
 
 def _summary(run: Path) -> dict[str, Any]:
-    try:
-        summary = read_json(run / "summary.json")
-    except (OSError, ValueError):
-        return {}
-    return summary if isinstance(summary, dict) else {}
+    return _json_object(run / "summary.json")
 
 
 def run_name(run: str | Path) -> str | None:

@@ -5,10 +5,16 @@ quality) appears about equally often. Each draw takes, among the pool rows none 
 cap ``tau_max``, one whose values have been used least so far (sum of the current counts of its values; ties broken
 at random). A value that hits its cap is excluded from then on, so later draws resample among the other values.
 When the pool holds every combination of values, each attribute's counts then differ by at most one.
+
+Whether the draws met the balance is reported, not assumed (:func:`balance_report`): each value of each balanced
+attribute may be drawn at most its cap, ``tau_max`` when given, else an equal share (``ceil(draws / values)``). A
+pool that cannot give the under-represented values often enough (e.g. every source map drawn, so the counts are the
+pool's own) is reported ``balanced: false`` with the reason.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import numpy as np
@@ -114,3 +120,40 @@ def balanced_indices(
         for j in range(len(attributes)):
             counts[j][code_mat[pick, j]] += 1
     return picks
+
+
+def balance_report(pool: pd.DataFrame, drawn: pd.DataFrame, attributes: list[str] | tuple[str, ...],
+                   tau_max: int | None = None, copies: int = 1) -> dict:
+    """Whether ``drawn`` (rows taken from ``pool``, each pool row at most ``copies`` times) is balanced.
+
+    An attribute is balanced when none of the pool's values of it was drawn more often than its cap: ``tau_max``
+    when given, else an equal share of the draws, ``ceil(len(drawn) / values)``.
+
+    Returns:
+        ``{"balanced": bool, "caps": {attribute: cap}, "reason": str | None}``; the reason names each attribute
+        over its cap, its counts, and how many draws the pool could give each value.
+    """
+    values_pool = attribute_values(pool.reset_index(drop=True), attributes)
+    values_drawn = attribute_values(drawn.reset_index(drop=True), attributes)
+    caps: dict[str, int] = {}
+    reasons: list[str] = []
+    for attr in attributes:
+        have = Counter(values_pool[attr])
+        got = Counter(values_drawn[attr])
+        keys = sorted(set(have) | set(got))
+        cap = int(tau_max) if tau_max is not None else max(1, math.ceil(len(drawn) / max(1, len(keys))))
+        caps[attr] = cap
+        over = [k for k in keys if got.get(k, 0) > cap]
+        if not over:
+            continue
+        short = [k for k in keys if have.get(k, 0) * copies < cap]
+        counts = ", ".join(f"{k} {got.get(k, 0)}" for k in keys)
+        gives = ", ".join(f"{k} {have.get(k, 0) * copies} ({have.get(k, 0)} label map(s) x {copies})" for k in short)
+        why = (f"the pool (x --copies-per-mask) gives at most {gives}" if short
+               else "the other attributes' balance took precedence")
+        cap_of = f"--tau-max {cap}" if tau_max is not None else f"an equal share of {len(drawn)} draws"
+        reasons.append(f"{attr}: {counts}; {', '.join(over)} over the cap of {cap} ({cap_of}): {why}")
+    reason = None
+    if reasons:
+        reason = "; ".join(reasons) + " (lower --count, raise --copies-per-mask, or balance fewer attributes)"
+    return {"balanced": not reasons, "caps": caps, "reason": reason}

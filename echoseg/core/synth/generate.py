@@ -33,7 +33,7 @@ from echoseg.core.errors import UserError
 from echoseg.core.io import write_csv, write_json, write_png
 from echoseg.core.models.diffusion import load_model
 from echoseg.core.runs import Run
-from echoseg.core.synth.balance import BALANCE_ATTRIBUTES, balanced_indices, distribution
+from echoseg.core.synth.balance import BALANCE_ATTRIBUTES, balance_report, balanced_indices, distribution
 from echoseg.core.synth.perturb import PerturbConfig, PerturbParams, apply_params, sample_params
 from echoseg.core.synth.sample import SAMPLERS, make_sampler, sample
 from echoseg.core.synth.train import load_pairs
@@ -181,6 +181,10 @@ def generate(
     pairs = load_pairs(masks, size, cache_dir)
     plan = plan_samples(pairs.table, count=count, copies_per_mask=copies_per_mask, seed=seed, size=size,
                         balance=balance, tau_max=tau_max)
+    met = balance_report(source_pool(pairs.table), plan, list(balance), tau_max, copies_per_mask) if balance \
+        else {"balanced": False, "reason": "no --balance given"}
+    if balance and not met["balanced"]:
+        run.log(f"warning: --balance {','.join(balance)} not met: {met['reason']}", style="yellow")
     state = PartialState(cpu=device == "cpu")
     if device == "cuda" and state.device.type != "cuda":
         raise UserError("--device cuda: no CUDA device available")
@@ -215,7 +219,7 @@ def generate(
         write_manifest(manifest, run.file("manifest.csv"))
         attrs = list(balance) or [a for a in BALANCE_ATTRIBUTES if a in pairs.table.columns]
         sources = source_pool(pairs.table)
-        report = {"attributes": attrs, "tau_max": tau_max, "balanced": bool(balance),
+        report = {"attributes": attrs, "tau_max": tau_max, **met,
                   "before": distribution(sources, attrs), "after": distribution(plan, attrs)}
         write_json(run.file("balance.json"), report)
         for a in attrs:

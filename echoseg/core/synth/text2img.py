@@ -11,7 +11,8 @@ objects with a ``prompt`` key).
 Output::
 
     <run>/images/prompt<PPPPP>_<KKK>.png   image K of prompt P
-    <run>/prompts_manifest.csv             image, prompt_index, k, prompt, seed, guidance, steps (+ prompt columns)
+    <run>/prompts_manifest.csv             image (relative to the run), prompt_index, k, prompt, seed, guidance,
+                                           steps (+ prompt columns)
 
 Image ``(P, K)`` uses seed ``seed + P * count_per_prompt + K``; an existing image is skipped, so a killed run
 continues with ``--resume`` and produces the same images. Under ``accelerate launch`` process ``r`` of ``n``
@@ -155,7 +156,7 @@ def generate_from_prompts(
     if not state.is_main_process:
         return summary
     manifest = pd.DataFrame(rows)
-    manifest.insert(0, "image", [str((run.path / r).resolve()) for r in manifest["image_rel"]])
+    manifest.insert(0, "image", manifest["image_rel"])  # relative to the run: a moved run still finds its images
     write_csv(run.file("prompts_manifest.csv"), manifest.drop(columns=["image_rel"]))
     run.write_summary(summary)
     return summary

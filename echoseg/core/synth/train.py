@@ -35,7 +35,8 @@ import torch
 from echoseg.core.config import StageConfig, check_all
 from echoseg.core.console import make_progress
 from echoseg.core.data.cache import build_cache, default_cache_dir
-from echoseg.core.data.manifest import read_manifest
+from echoseg.core.data.imaging import check_label_maps
+from echoseg.core.data.manifest import label_convention, mask_labels, read_manifest
 from echoseg.core.errors import UserError
 from echoseg.core.io import atomic_path, write_png
 from echoseg.core.models.diffusion import (
@@ -66,22 +67,14 @@ class Pairs:
     table: pd.DataFrame  # image, mask and the attribute columns
 
 
-def label_convention(manifest: pd.DataFrame) -> str:
-    """'camus' (0 bg, 1 LV, 2 MYO, 3 LA) or 'sdm' (0 out, 1 LV, 2 bg, 3 MYO, 4 LA), from the structure labels."""
-    lab = dict(zip(manifest["structure"].astype(str), pd.to_numeric(manifest["label"], errors="coerce"), strict=True))
-    if lab.get("MYO") == 3 or lab.get("LA") == 4:
-        return "sdm"
-    if lab.get("MYO") == 2 or lab.get("LA") == 3:
-        return "camus"
-    src = manifest["source"].astype(str).str.lower()
-    return "sdm" if len(src) and (src == "synthetic").all() else "camus"
-
-
 def load_pairs(data: str | Path, size: int, cache_dir: Path | None = None, progress: bool = True) -> Pairs:
     """Read a data/prompts run (or manifest) into SDM-convention pairs at ``size`` x ``size``.
 
+    Every image and label map is checked as `data check` does (complete, same size, labels of the manifest's
+    encoding: 0..3 for CAMUS maps, 0..4 for SDM maps).
+
     Raises:
-        UserError: no manifest, unreadable files, or no images.
+        UserError: no manifest, no images, or a missing, unreadable, truncated or inconsistent file (named).
     """
     p = Path(data)
     manifest = read_manifest(p)
@@ -89,16 +82,17 @@ def load_pairs(data: str | Path, size: int, cache_dir: Path | None = None, progr
         raise UserError(f"{p}: the manifest has no samples")
     convention = label_convention(manifest)
     table = manifest.drop_duplicates("image").reset_index(drop=True)
-    cache_dir = cache_dir or default_cache_dir(p if p.is_dir() else p.parent)
+    cache_dir = cache_dir or default_cache_dir()
     cache = build_cache(table, size, cache_dir, progress=progress)
     rows = [cache.row_of(img) for img in table["image"]]
     images = np.ascontiguousarray(cache.images[rows])
     masks = np.ascontiguousarray(cache.masks[rows])
+    allowed = dict(zip(manifest["mask"].astype(str), mask_labels(manifest), strict=True))
+    paths = table["mask"].astype(str).tolist()
+    check_label_maps(masks, paths, [allowed[m] for m in paths])
     if convention == "camus":
         labels = np.stack([camus_to_sdm(m, cone_from_image(im)) for im, m in zip(images, masks, strict=True)])
     else:
-        if masks.max(initial=0) > 4:
-            raise UserError(f"{p}: SDM label maps hold label {int(masks.max())} (expected 0..4)")
         labels = masks
     keep = [c for c in ("image", "mask", *PAIR_ATTRIBUTES) if c in table.columns]
     return Pairs(images=images, labels=labels.astype(np.uint8), table=table[keep].copy())

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from echoseg.core.console import track
 from echoseg.core.data.cache import build_cache, default_cache_dir
-from echoseg.core.data.manifest import SplitData
+from echoseg.core.data.imaging import check_label_maps
+from echoseg.core.data.manifest import ANY_LABELS, SplitData, mask_labels
 from echoseg.core.io import save_figure, write_csv, write_png
 from echoseg.core.metrics.seg import segmentation_metrics
 from echoseg.core.runs import Run
@@ -155,9 +156,15 @@ def save_prediction_figure(path: Path, examples: list[dict[str, Any]]) -> None:
 
 def cache_for(split: SplitData, size: int, cfg: TrainConfig, accelerator, progress: bool = True):
     """The sample cache of a split at ``size`` (built once; the main process first)."""
-    folder = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(split.source)
+    folder = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     with accelerator.main_process_first():
-        return build_cache(split.frame, size, folder, progress=progress and accelerator.is_main_process)
+        cache = build_cache(split.frame, size, folder, progress=progress and accelerator.is_main_process)
+    # The cache read every file with the checks of `data check`; the label maps also hold only their encoding's
+    # labels (0..3 for CAMUS maps), also when the cache was built before that check existed.
+    allowed = dict(zip(split.frame["mask"].astype(str), mask_labels(split.frame), strict=True))
+    paths = cache.index["mask"].astype(str).tolist()
+    check_label_maps(cache.masks, paths, [allowed.get(m, ANY_LABELS) for m in paths])
+    return cache
 
 
 def evaluate_into_run(model, split: SplitData, prompt_cols: Sequence[str], cfg: TrainConfig, accelerator, run: Run,

@@ -27,7 +27,7 @@ from echoseg.core.console import track
 from echoseg.core.data.manifest import SplitData, check_prompt_columns, prompt_columns
 from echoseg.core.env import make_accelerator
 from echoseg.core.errors import UserError
-from echoseg.core.io import read_json, write_json
+from echoseg.core.io import read_json
 from echoseg.core.models import artefacts, build_model, get_config
 from echoseg.core.runs import Run
 from echoseg.core.train import checkpoint as ckpt
@@ -157,13 +157,8 @@ def train(
     ckpt.restore_book(run, folder, model, book, state, cfg.epochs, cfg.to_dict())
     if state is not None:
         artefacts.load_weights(model, folder / "last.safetensors")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         run.log(f"resuming after epoch {book['epoch']} (best val dice {book['best_dice']:.4f} at {book['best_epoch']})")
-    model, optimizer = accelerator.prepare(model, optimizer)
-    if state is not None:
-        ckpt.set_rng_state(state["rng"])
-    raw = accelerator.unwrap_model(model)
+    model, optimizer, raw = ckpt.prepare_and_restore(accelerator, model, optimizer, state, scheduler)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     while not book["done"] and book["epoch"] < cfg.epochs:
@@ -185,27 +180,14 @@ def train(
         lr_now = optimizer.param_groups[0]["lr"]
         scheduler.step(val_loss)
         seconds = time.perf_counter() - t0
-        book["elapsed"] += seconds
-        book["epoch"] = epoch
-        improved = val_dice > book["best_dice"]
-        if improved:
-            book.update(best_dice=val_dice, best_epoch=epoch, bad_epochs=0, time_to_best=book["elapsed"])
-        else:
-            book["bad_epochs"] += 1
-        if book["bad_epochs"] >= cfg.early_stop_patience:
-            book.update(done=True, stopped_early=True)
-        if book["epoch"] >= cfg.epochs:
-            book["done"] = True
+        best = {"best_dice": val_dice} if val_dice > book["best_dice"] else None
+        improved = ckpt.close_epoch(book, epoch, seconds, best, cfg.early_stop_patience, cfg.epochs)
         row = {"epoch": epoch, "train_loss": total / n, "train_dice_loss": dice_l / n, "train_bce": bce_l / n,
                "val_loss": val_loss, "val_dice": val_dice, "lr": lr_now, "time": seconds, "best": improved}
         run.log_metrics(row)
         if accelerator.is_main_process and run.writer:
-            if improved:
-                artefacts.save_weights(raw, folder / "best.safetensors")
-                write_json(folder / "best.json", {"epoch": epoch, "val_dice": val_dice, "val_loss": val_loss})
-            artefacts.save_weights(raw, folder / "last.safetensors")
-            ckpt.save_training_state(folder, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                              "book": dict(book), "rng": ckpt.rng_state()})
+            ckpt.save_epoch(folder, raw, book, {"val_dice": val_dice, "val_loss": val_loss} if improved else None,
+                            optimizer, scheduler)
         accelerator.wait_for_everyone()
         run.log(f"epoch {epoch}: train loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
                 f"val dice {val_dice:.4f}  lr {lr_now:.2e}  {seconds:.1f}s" + ("  *best*" if improved else ""))

@@ -15,6 +15,7 @@ import SimpleITK as sitk
 from echoseg.core.data import cache as cache_mod
 from echoseg.core.data.cache import (
     build_cache,
+    cache_key,
     default_cache_dir,
     open_cache,
     resize_image,
@@ -237,9 +238,20 @@ def test_bad_inputs(manifest: pd.DataFrame, tmp_path: Path) -> None:
         open_cache(tmp_path)
 
 
-def test_default_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert default_cache_dir(tmp_path / "run") == tmp_path / "run" / "cache"
+def test_default_cache_dir_is_never_an_input_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ECHOSEG_CACHE", str(tmp_path / "env"))
-    assert default_cache_dir(None) == tmp_path / "env"
+    assert default_cache_dir() == tmp_path / "env" / "samples"
     monkeypatch.delenv("ECHOSEG_CACHE")
-    assert default_cache_dir() == Path.home() / ".cache" / "echoseg"
+    assert default_cache_dir() == Path.home() / ".cache" / "echoseg" / "samples"
+
+
+def test_cache_key_follows_content_not_mtime(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"image")
+    b.write_bytes(b"mask")
+    key = cache_key([(str(a), str(b))], 32)
+    st = a.stat()
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, same bytes: same cache
+    assert cache_key([(str(a), str(b))], 32) == key
+    a.write_bytes(b"repaired")  # new bytes: a new cache, the repaired file is read again
+    assert cache_key([(str(a), str(b))], 32) != key

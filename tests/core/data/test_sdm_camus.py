@@ -61,7 +61,9 @@ def test_read_toy_sdm_label_mapping_and_manifest_attributes(sdm_root):
     assert row["patient"] == "patient0001" and row["view"] == "4CH" and row["phase"] == "ES"
     assert row["mask"].endswith("4CH_ES/annotations/validation/patient0001_4CH_ES_validation_1.png")
     # attributes come from the data set's manifest.csv
-    written = pd.read_csv(sdm_root / "manifest.csv").drop_duplicates("image").set_index("image")
+    written = pd.read_csv(sdm_root / "manifest.csv").drop_duplicates("image")
+    assert not any(Path(p).is_absolute() for p in written["image"])  # the toy writes paths relative to itself
+    written = written.set_index(written["image"].map(lambda p: str(sdm_root / p)))
     for _, r in df.drop_duplicates("image").iterrows():
         assert (r["sex"], int(r["age"]), r["quality"]) == tuple(written.loc[r["image"], ["sex", "age", "quality"]])
     # every structure is present in its own mask under its label value

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from echoseg.core.data.echonet import read_filelist
+from echoseg.core.data.hashing import cache_root
 from echoseg.core.data.toy.echonet import write_toy_echonet
 from echoseg.core.data.video import load_video
-from echoseg.core.distill.pseudo import DATA_SUBDIR, build_pseudo_labels, cache_folder, cache_key
+from echoseg.core.distill.pseudo import build_pseudo_labels, cache_folder, cache_key
 
 
 class DarkTeacher:
@@ -38,7 +39,7 @@ def test_labels_cached_exactly_and_reused(echo, tmp_path):
     names = list(read_filelist(echo)["FileName"])
     teacher = DarkTeacher()
     cache = build_pseudo_labels(teacher, spec, echo, names, progress=False)
-    assert cache.folder.parent == echo / DATA_SUBDIR and cache.folder.name == cache_key(spec, echo)
+    assert cache.folder.parent == cache_root() / "pseudo" and cache.folder.name == cache_key(spec, echo)
     assert teacher.calls == [16, 16, 16]
     frames = load_video(echo / "Videos" / f"{names[0]}.avi")
     np.testing.assert_array_equal(cache.frames(names[0]), frames)
@@ -49,12 +50,14 @@ def test_labels_cached_exactly_and_reused(echo, tmp_path):
     again = DarkTeacher()
     build_pseudo_labels(again, spec, echo, names, progress=False)
     assert again.calls == []
-    # new weights (mtime/size change) -> another key; a touched video -> relabelled
+    # new weights -> another key; a touched video stays cached, a changed one is relabelled
     ckpt.write_bytes(b"other weights!")
     assert cache_key(spec, echo) != cache.folder.name
     video = echo / "Videos" / f"{names[1]}.avi"
     st = video.stat()
     os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert cache.is_done(names[1])
+    video.write_bytes(video.read_bytes() + b"\0")
     assert not cache.is_done(names[1]) and cache.is_done(names[0])
 
 
@@ -78,12 +81,18 @@ def test_interrupted_labelling_resumes_and_leaves_no_partial_record(echo, tmp_pa
     assert teacher.calls == [16, 16]
 
 
-def test_read_only_data_falls_back_to_echoseg_cache(echo, tmp_path, monkeypatch):
-    import echoseg.core.distill.pseudo as pseudo
-
+def test_labels_go_to_echoseg_cache_and_never_into_a_read_only_data_folder(echo, tmp_path, monkeypatch):
     monkeypatch.setenv("ECHOSEG_CACHE", str(tmp_path / "cache"))
-    assert cache_folder("deeplabv3:x.pt", echo).parent == echo / pseudo.DATA_SUBDIR
-    # root can write anywhere, so simulate a read-only data folder at the writability check
-    monkeypatch.setattr(pseudo, "_writable", lambda path: False)
-    folder = cache_folder("deeplabv3:x.pt", echo)
-    assert folder.parent == tmp_path / "cache" / "pseudo"
+    assert cache_folder("deeplabv3:x.pt", echo).parent == tmp_path / "cache" / "pseudo"
+    before = {p: p.stat().st_mtime_ns for p in echo.rglob("*")}
+    modes = {p: p.stat().st_mode for p in [echo, *echo.rglob("*")]}
+    for p in [echo, *echo.rglob("*")]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        names = list(read_filelist(echo)["FileName"])
+        cache = build_pseudo_labels(DarkTeacher(), "run:some-run", echo, names, progress=False)
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)
+    assert cache.folder.parent == tmp_path / "cache" / "pseudo"
+    assert {p: p.stat().st_mtime_ns for p in echo.rglob("*")} == before  # nothing added, nothing touched

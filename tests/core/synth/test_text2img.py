@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -86,6 +87,8 @@ def test_text_to_image_writes_images_and_manifest_and_resumes(tiny_sd, tmp_path)
     summary = generate_from_prompts(run, tiny_sd, prompts, **kw)
     assert summary["images"] == 4 and summary["pipeline_class"] == "StableDiffusionPipeline"
     manifest = pd.read_csv(run.path / "prompts_manifest.csv")
+    assert not any(Path(p).is_absolute() for p in manifest["image"])  # relative to the run directory
+    manifest["image"] = [str(run.path / p) for p in manifest["image"]]
     assert manifest["seed"].tolist() == [5, 6, 7, 8] and manifest["view"].tolist() == ["4CH", "4CH", "2CH", "2CH"]
     first = load_image(manifest["image"][0])
     assert first.shape[:2] == (16, 16)

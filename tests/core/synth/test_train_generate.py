@@ -12,7 +12,7 @@ import torch
 from echoseg.core.console import set_progress
 from echoseg.core.data.check import check_dataset
 from echoseg.core.data.imaging import load_mask
-from echoseg.core.data.manifest import write_manifest
+from echoseg.core.data.manifest import read_manifest, write_manifest
 from echoseg.core.data.sdm_camus import read_sdm_camus
 from echoseg.core.data.toy.camus import write_toy_camus
 from echoseg.core.errors import UserError
@@ -112,9 +112,9 @@ def test_generate_writes_sdm_camus_that_the_readers_accept(trained, camus, tmp_p
     df = read_sdm_camus(run.path)
     assert df["image"].nunique() == 6 and (df["source"] == "synthetic").all()
     assert set(df["label"]) == {1, 3, 4} and set(df["split"]) <= {"train", "val"}
-    manifest = pd.read_csv(run.path / "manifest.csv")
+    manifest = read_manifest(run.path)  # paths come back absolute (the file holds them relative to the run)
     assert {"seed", "rotation", "scale", "elastic_seed", "source_image", "sampler"} <= set(manifest.columns)
-    src = pd.read_csv(camus / "manifest.csv").drop_duplicates("image").set_index("image")
+    src = read_manifest(camus).drop_duplicates("image").set_index("image")
     for r in manifest.drop_duplicates("image").itertuples():
         assert r.sex == src.loc[r.source_image, "sex"] and r.age == src.loc[r.source_image, "age"]
         lab = load_mask(r.mask)

@@ -29,6 +29,7 @@ import SimpleITK as sitk
 
 from echoseg.core.data.camus import read_camus
 from echoseg.core.data.toy.heart import VIEWS, draw_heart, lv_volume_ml, render_echo, sample_anatomy, sample_patient
+from echoseg.core.paths import check_native_path
 
 LAYOUTS = ("nifti", "mhd")
 FRAME_RATE = 50
@@ -53,7 +54,7 @@ def _write_itk(path: Path, array: np.ndarray, spacing: float, ndim: int) -> None
         arr = arr[None]
     img = sitk.GetImageFromArray(arr)
     img.SetSpacing((spacing, spacing, 1.0)[: img.GetDimension()])
-    sitk.WriteImage(img, str(path))
+    sitk.WriteImage(img, check_native_path(path, "image"))  # checked: SimpleITK aborts on a non-UTF-8 path
 
 
 def _cfg_text(info: dict) -> str:

@@ -29,7 +29,7 @@ def _content(root: Path) -> dict[str, object]:
     for p in sorted(root.rglob("*")):
         rel = str(p.relative_to(root))
         if p.name.endswith((".nii.gz", ".mhd", ".png")):
-            out[rel] = load_mask(p).tobytes() if p.name.endswith(".png") else _itk(p)
+            out[rel] = load_mask(p, labels=None).tobytes() if p.name.endswith(".png") else _itk(p)
         elif p.suffix in (".cfg", ".txt"):
             out[rel] = p.read_text()
     return out
