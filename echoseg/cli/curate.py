@@ -86,6 +86,7 @@ def curate(
 
     Example: echoseg curate runs/synth-generate/x --segmenter runs/train/unet --real runs/data-toy-camus/y
     """
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
     from echoseg.core.curate.run import CurateConfig
     from echoseg.core.curate.run import curate as curate_core
     from echoseg.core.models.artefacts import find_checkpoint

@@ -41,6 +41,7 @@ def toy_camus(
 
     Example: echoseg data toy camus --patients 10 --layout nifti --out toy/camus
     """
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
     from echoseg.core.data.manifest import write_manifest
     from echoseg.core.data.toy.camus import write_toy_camus
 
@@ -76,6 +77,7 @@ def toy_sdm_camus(
 
     Example: echoseg data toy sdm-camus --patients 5 --copies 2 --out toy/sdm
     """
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
     from echoseg.core.data.manifest import write_manifest
     from echoseg.core.data.toy.sdm import write_toy_sdm_camus
 
@@ -110,6 +112,7 @@ def toy_echonet(
 
     Example: echoseg data toy echonet --videos 8 --frames 64 --out toy/echonet
     """
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
     from echoseg.core.data.toy.echonet import write_toy_echonet
 
     cfg = resolve(ctx, config, sets)
@@ -155,6 +158,7 @@ def import_dicom(
 
     Example: echoseg data import-dicom clip1.dcm clip2.dcm --crop region --out imported
     """
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
     from echoseg.core.data.dicom import CROPS, import_summary, source_hash
     from echoseg.core.data.dicom import import_dicom as _import
     from echoseg.core.paths import check_native_path
@@ -199,6 +203,7 @@ def check(
 
     Example: echoseg data check /data/CAMUS_public
     """
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
     from echoseg.cli.tables import print_check_report
     from echoseg.core.data.check import check_dataset
     from echoseg.core.data.manifest import write_manifest

@@ -114,6 +114,7 @@ def afd(
 
     Example: echoseg eval afd --data EchoNet-Dynamic --teacher deeplabv3:deeplabv3_resnet50_random.pt --save-masks
     """
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
     from echoseg.core.eval.afd import EvalAfdConfig, load_afd_inputs, run_afd
 
     _evaluate(ctx, "afd", EvalAfdConfig, load_afd_inputs, run_afd, out=out, name=name, config=config, sets=sets)
@@ -161,6 +162,7 @@ def echoclip(
 
     Example: echoseg eval echoclip --data toy/echonet --masks masks/ --clip-model hf-hub:mkaichristensen/echo-clip
     """
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
     from echoseg.core.eval.echoclip import EvalEchoclipConfig, load_echoclip_inputs, run_echoclip
 
     _evaluate(ctx, "echoclip", EvalEchoclipConfig, load_echoclip_inputs, run_echoclip, out=out, name=name,
@@ -194,6 +196,7 @@ def seg(
 
     Example: echoseg eval seg --run runs/train/20240101-000000 --data runs/prompts-build/camus --prompt p4
     """
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
     from echoseg.core.eval.seg import EvalSegConfig, load_seg_split, run_seg
 
     _evaluate(ctx, "seg", EvalSegConfig, load_seg_split, run_seg, out=out, name=name, config=config, sets=sets)

@@ -37,6 +37,7 @@ def convert_cris(
 
     Example: echoseg models convert-cris cris_r50_refcoco.pth --out weights/cris-r50
     """
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
     from echoseg.core.models.cris_weights import infer_config, model_from_original, read_state, write_converted
 
     cfg = resolve(ctx, config, sets, exclude=("checkpoint",))

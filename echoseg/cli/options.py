@@ -62,6 +62,7 @@ def emit_run_path(path: Path) -> None:
     Under a multi-process launch (`accelerate launch`, torchrun; one or several machines) only the main process
     (global rank 0) prints, so a job's stdout holds the run path once, however many processes it ran.
     """
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
     from echoseg.core.runs import is_main_process
 
     if is_main_process():
@@ -101,6 +102,7 @@ def open_run(
     """
     import os
 
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
     from echoseg.core.env import launch_mismatch
     from echoseg.core.errors import UserError
     from echoseg.core.runs import Run

@@ -58,6 +58,7 @@ def build(
 
     Example: RUN=$(echoseg prompts build toy/camus --shape geometric --out runs/prompts)
     """
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
     from echoseg.core.prompts.build import DATASETS, SHAPE_METHODS, print_attribute_table, summary_of, write_outputs
     from echoseg.core.prompts.build import build as build_core
     from echoseg.core.prompts.templates import STYLES

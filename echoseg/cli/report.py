@@ -31,6 +31,7 @@ def report(
     """
     from rich.console import Console
 
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
     from echoseg.core.console import console
     from echoseg.core.io import save_figure, write_json, write_text
     from echoseg.core.report.summary import collect, figure, markdown, provenance, rich_table

@@ -65,6 +65,7 @@ def wilcoxon(
 
       echoseg stats wilcoxon camus/cris/p0/metrics.csv pt/cris/p0/metrics.csv --key-regex '[^/]+/[^/]+$'
     """
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
     from echoseg.core.stats.pairing import KeySpec, compile_key_regex, pair_runs, parse_columns
     from echoseg.core.stats.report import write_report
     from echoseg.core.stats.wilcoxon import ALTERNATIVES, CORRECTIONS, ZERO_METHODS, check_choice, compare_pairings

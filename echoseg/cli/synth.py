@@ -111,6 +111,7 @@ def train(
 
     Example: echoseg synth train --data runs/data-toy-camus/demo --config tiny --size 64 --steps 200
     """
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
     from echoseg.core.models.diffusion import get_config
     from echoseg.core.synth.train import SynthTrainConfig
     from echoseg.core.synth.train import train as run_training
@@ -212,6 +213,7 @@ def generate(
 
 
 def _generate_masks(cfg: dict, out: Path | None, name: str | None, resume: Path | None, cache_dir: Path | None) -> None:
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
     from echoseg.core.data.manifest import read_manifest
     from echoseg.core.models.diffusion import resolve_model_dir
     from echoseg.core.synth.balance import BALANCE_ATTRIBUTES
@@ -243,6 +245,7 @@ def _generate_masks(cfg: dict, out: Path | None, name: str | None, resume: Path 
 
 
 def _generate_text(cfg: dict, out: Path | None, name: str | None, resume: Path | None) -> None:
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
     from echoseg.core.synth.text2img import generate_from_prompts, read_prompts
 
     if not (Path(cfg["pipeline"]) / "model_index.json").is_file():

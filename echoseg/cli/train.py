@@ -100,6 +100,7 @@ def train(
 
     Example: echoseg train --model clipseg --config base --data runs/prompts-build/camus --prompt p7
     """
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
     from echoseg.core.data.manifest import load_split, prompt_columns
     from echoseg.core.train.loop import train as run_training
     from echoseg.core.train.recipe import TrainConfig
