@@ -5,42 +5,17 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
+from dicom_variants import testdata as _testdata
+from dicom_variants import variant
 
 from echoseg.cli import main
 
 
-def _testdata(name: str) -> str:
-    from pydicom.data import get_testdata_file
-
-    path = get_testdata_file(name)
-    if path is None:
-        pytest.skip(f"{name} not available")
-    return path
-
-
-def _variant(path, *, drop=(), region=None, burn=False, **attrs):
-    """An uncompressed grey copy of examples_ybr_color.dcm with attributes deleted or set; ``burn`` paints a white
-    block (text) above the first ultrasound region, moved to ``region`` = (x0, y0, x1, y1)."""
-    import pydicom
-
-    ds = pydicom.dcmread(_testdata("examples_ybr_color.dcm"))
-    grey = (ds.pixel_array @ np.array([0.299, 0.587, 0.114])).round().astype(np.uint8)
-    if burn:
-        grey[:, 0:12, 0:140] = 255
-    ds.set_pixel_data(grey, "MONOCHROME2", 8)
-    for key in drop:
-        delattr(ds, key)
-    for key, value in attrs.items():
-        setattr(ds, key, value)
-    if region is not None:
-        item = ds.SequenceOfUltrasoundRegions[0]
-        (item.RegionLocationMinX0, item.RegionLocationMinY0, item.RegionLocationMaxX1,
-         item.RegionLocationMaxY1) = region
-    ds.save_as(path)
-    return str(path)
+def _variant(path, **kwargs) -> str:
+    """The edited cine's path as a command-line argument."""
+    return str(variant(path, **kwargs))
 
 
 def _run(args, capsys):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from dicom_variants import grey_cine as _grey_cine
+from dicom_variants import variant as _variant
 
 from echoseg.core.data.dicom import DEFAULT_FPS, import_dicom, read_dicom
 from echoseg.core.data.echonet import check_echonet, read_echonet, read_tracings
@@ -149,34 +151,6 @@ def test_import_size_zero_keeps_size_and_bad_file_writes_nothing(tmp_path):
 
 
 # ------------------------------------------------------------------ variants of the real cine, edited with pydicom
-def _grey_cine():
-    """The real cardiac cine (examples_ybr_color.dcm) as a dataset and its (30, 240, 320) BT.601 luma frames."""
-    import pydicom
-
-    ds = pydicom.dcmread(_testdata("examples_ybr_color.dcm"))
-    grey = (ds.pixel_array @ np.array([0.299, 0.587, 0.114])).round().astype(np.uint8)
-    return ds, grey
-
-
-def _variant(path, frames=None, *, drop=(), region=None, **attrs):
-    """Save an edited copy of the real cine: uncompressed grey ``frames``, attributes deleted (``drop``) or set,
-    and the first SequenceOfUltrasoundRegions item moved to ``region`` = (x0, y0, x1, y1)."""
-    ds, grey = _grey_cine()
-    frames = grey if frames is None else frames
-    ds.set_pixel_data(np.ascontiguousarray(frames), "MONOCHROME2", 8)
-    for key in drop:
-        if key in ds:
-            delattr(ds, key)
-    for key, value in attrs.items():
-        setattr(ds, key, value)
-    if region is not None:
-        item = ds.SequenceOfUltrasoundRegions[0]
-        (item.RegionLocationMinX0, item.RegionLocationMinY0, item.RegionLocationMaxX1,
-         item.RegionLocationMaxY1) = region
-    ds.save_as(path)
-    return path
-
-
 def test_frame_rate_from_frame_time_vector_cine_rate_in_that_order(tmp_path):
     _, grey = _grey_cine()
     vector = ["0"] + ["57.97"] * (len(grey) - 1)  # a 17.25 fps cine described by FrameTimeVector only
