@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["report", "stats", "eval", "distill", "train", "curate", "synth", "prompts"]
+STAGES = ["report", "stats", "eval", "distill", "train", "pretrain", "curate", "synth", "prompts"]
 
 
 def _layers() -> list[str]:

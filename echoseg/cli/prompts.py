@@ -50,11 +50,19 @@ def build(
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
-    """Build P0–P7 prompts: manifest.csv with p0..p7 + shape, prompts/{train,val,test}.json, attributes.csv.
+    """Build P0–P7 prompts: manifest.csv with p0..p7 + shape + report, prompts/{train,val,test}.json, reports.csv,
+    attributes.csv.
 
     The JSON files follow the Synthetic Boost published schema (one record per image and structure, two
     variants per level), so they drop into that training code. Samples lacking metadata get empty prompts
     for the levels that need it (counted in summary.json); --strict makes that an error.
+
+    Every image also gets a report, one text naming all it knows (view, phase, sex, age, image quality and each
+    structure's shape word), e.g. "Apical four-chamber view at end-diastole of a 63-year-old female patient, good
+    image quality. The left ventricular cavity has an oval shape, ...": the `report` column of manifest.csv (the
+    same on each structure row of an image) and reports.csv (image, patient, split, report; one row per image),
+    so a prompts run is a vision-language pre-training corpus. Unknown attributes are left out of the text (and
+    image quality for SDM CAMUS, as in its prompts).
 
     Example: RUN=$(echoseg prompts build toy/camus --shape geometric --out runs/prompts)
     """
@@ -93,5 +101,6 @@ def build(
         print_attribute_table(table)
         summary = summary_of(result)
         run.write_summary(summary)
-        run.log(f"prompts: {summary['samples']} samples ({summary['splits']}), shapes {summary['shapes']}")
+        run.log(f"prompts: {summary['samples']} samples ({summary['splits']}), shapes {summary['shapes']}, "
+                f"{summary['reports']} image reports")
     emit_run_path(run.path)

@@ -38,6 +38,21 @@ def test_build_from_a_data_run(camus_run, tmp_path, capsys):
     assert set(attrs["attribute"]) >= {"view", "phase", "sex", "age", "quality", "shape LV"}
 
 
+def test_build_writes_image_reports(camus_run, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["prompts", "build", str(camus_run), "--out", str(out)]) == 0
+    assert capsys.readouterr().out == f"{out}\n"
+    m = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    assert "report" in m.columns and (m["report"] != "").all()
+    assert m.groupby("image")["report"].nunique().eq(1).all()
+    reports = pd.read_csv(out / "reports.csv", keep_default_na=False)
+    assert list(reports.columns) == ["image", "patient", "split", "report"]
+    assert len(reports) == m["image"].nunique() == 16 and set(reports["report"]) == set(m["report"])
+    assert reports["report"].str.startswith("Apical ").all() and not reports["report"].str.contains("nan").any()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reports"] == 16
+
+
 def test_grammatical_style_and_layout_folder(camus_run, tmp_path, capsys):
     out = tmp_path / "g"
     assert main(["prompts", "build", str(camus_run / "database_nifti"), "--style", "grammatical",
@@ -95,6 +110,7 @@ def test_help_documents_the_shape_rule(capsys):
     assert main(["prompts", "build", "--help"]) == 0
     text = capsys.readouterr().out
     assert "minimum enclosing triangle" in text and "Example" in text
+    assert "reports.csv" in text and "report" in text
 
 
 def test_sdm_camus_run(tmp_path, capsys):

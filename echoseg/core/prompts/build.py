@@ -3,7 +3,8 @@
 Outputs (written by :func:`write_outputs` into a run directory)::
 
     manifest.csv             the input manifest + p0..p7 (variant A) + p1_b..p7_b (variant B) + shape
-                             (+ shape_answer with --shape vqa)
+                             (+ shape_answer with --shape vqa) + report (the image's report, on each of its rows)
+    reports.csv              one row per image: image, patient, split, report (:mod:`echoseg.core.prompts.reports`)
     prompts/{train,val,test}.json   one record per (image, structure), the published schema:
                              {"img_name", "mask_name", "prompts": {"p0": "", "p1": [A, B], ..., "p7": [A, B]}}
     attributes.csv           attribute distribution per split (view, phase, sex, age bins, quality, shape)
@@ -36,11 +37,13 @@ from echoseg.core.data.manifest import (
     absolute_paths,
     mask_labels,
     read_manifest,
+    relative_paths,
     write_manifest,
 )
 from echoseg.core.data.sdm_camus import detect_sdm_camus, read_sdm_camus
 from echoseg.core.errors import UserError
 from echoseg.core.io import write_csv, write_json
+from echoseg.core.prompts.reports import image_reports, report_table
 from echoseg.core.prompts.shape import classify_shape
 from echoseg.core.prompts.templates import (
     Attributes,
@@ -64,7 +67,7 @@ class PromptSet:
     """The result of building prompts for a manifest."""
 
     kind: str  # camus | sdm-camus
-    manifest: pd.DataFrame  # input columns + p0..p7 + shape
+    manifest: pd.DataFrame  # input columns + p0..p7 + p1_b..p7_b + shape + report
     records: dict[str, list[dict]]  # split -> JSON records
     missing: dict[str, int]  # attribute -> samples lacking it
     empty: dict[str, int]  # prompt level -> samples whose (variant A) prompt is empty
@@ -313,6 +316,8 @@ def make_prompts(df: pd.DataFrame, shapes: list[str], kind: str, style: str = "s
         df[f"{lv}_b"] = second[lv]
     if not with_quality:
         df["p7_b"] = ""
+    # One text per image naming every known attribute and structure shape: a vision-language pre-training corpus.
+    df["report"] = image_reports(df, with_quality=with_quality)
     for split in records:
         records[split].sort(key=lambda r: (r["img_name"], r["mask_name"]))
     empty = {lv: int((df[lv] == "").sum()) for lv in levels[1:]}
@@ -427,10 +432,12 @@ def _structure_key(col: pd.Series) -> pd.Series:
 
 
 def write_outputs(result: PromptSet, out: str | Path) -> pd.DataFrame:
-    """Write manifest.csv, prompts/<split>.json and attributes.csv into ``out``; return the attribute table."""
+    """Write manifest.csv, prompts/<split>.json, reports.csv and attributes.csv into ``out``; return the attribute
+    table."""
 
     out = Path(out)
     write_manifest(result.manifest, out / "manifest.csv")
+    write_csv(out / "reports.csv", relative_paths(report_table(result.manifest), out))
     for split, recs in result.records.items():
         write_json(out / "prompts" / f"{split}.json", recs)
     table = attribute_table(result.manifest)
@@ -450,6 +457,7 @@ def summary_of(result: PromptSet) -> dict:
         "missing_attributes": result.missing,
         "empty_prompts": result.empty,
         "incomplete_samples": result.incomplete,
+        "reports": int(df["image"].nunique()),  # reports.csv rows: one report per image
         "shape_unknown": result.shape_unknown,
         "shapes": df["shape"].replace("", "unknown").value_counts().to_dict(),
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
