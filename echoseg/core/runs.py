@@ -259,6 +259,20 @@ class Run:
         path = Path(out) if out is not None else default_run_dir(group, verb, name, root)
         if path.exists() and not path.is_dir():
             raise UserError(f"--out {path} exists and is not a directory")
+        # inputs are described (and hashed) before anything is created: a bad input leaves no directory
+        record = {
+            "command": " ".join(p for p in (group, verb) if p),
+            "argv": list(argv if argv is not None else sys.argv),
+            "config": config or {},
+            "status": "running",
+            "started": utc_now(),
+            "finished": None,
+            "seed": seed,
+            "inputs": _describe_inputs(inputs),
+            "environment": environment(),
+            "run_id": uuid.uuid4().hex,
+            "resumed": [],
+        }
         lock = None
         if writer:
             if out is None:
@@ -277,19 +291,6 @@ class Run:
             if _has_content(path):  # filled between the check and the lock: by a run that has finished since
                 lock.release()
                 raise not_empty
-        record = {
-            "command": " ".join(p for p in (group, verb) if p),
-            "argv": list(argv if argv is not None else sys.argv),
-            "config": config or {},
-            "status": "running",
-            "started": utc_now(),
-            "finished": None,
-            "seed": seed,
-            "inputs": _describe_inputs(inputs),
-            "environment": environment(),
-            "run_id": uuid.uuid4().hex,
-            "resumed": [],
-        }
         run = cls(path, record, fresh=True, writer=writer, lock=lock)
         if writer:
             run._save()
