@@ -60,9 +60,10 @@ def run(input_size: int = 64, batch_size: int = 8, steps: int = 40) -> dict:
     from torch.utils.data import DataLoader
 
     from echoseg.core.data.cache import build_cache
+    from echoseg.core.engine.batches import epoch_batches
     from echoseg.core.env import make_accelerator
     from echoseg.core.models import build_model
-    from echoseg.core.train.dataset import SegDataset, collate, epoch_batches
+    from echoseg.core.train.dataset import SegDataset, collate
     from echoseg.core.train.loop import train_step
     from echoseg.core.train.losses import DiceBCELoss
 

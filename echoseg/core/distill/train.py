@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from echoseg.core.config import StageConfig, check_all
 from echoseg.core.console import track
 from echoseg.core.distill.pseudo import PseudoLabels
+from echoseg.core.engine import checkpoint as ckpt
 from echoseg.core.env import make_accelerator
 from echoseg.core.models import artefacts, build_model
 from echoseg.core.runs import Run
-from echoseg.core.train import checkpoint as ckpt
 
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 TEACHER_CUT = 128  # uint8 teacher probability >= 128/255 ~ p >= 0.5: the teacher's binary mask

@@ -113,8 +113,9 @@ def gloria_local_loss(img_regions: torch.Tensor, words_emb: torch.Tensor, cap_le
 
     Args:
         img_regions: region features (B, D, H, W).
-        words_emb: word features (B, D, T), caption i's words in columns ``0 .. cap_lens[i] - 1``.
-        cap_lens: the number of words of each caption, 1 <= cap_lens[i] <= T.
+        words_emb: word features (B, D, T) as the authors' text encoder returns them: column 0 is [CLS] (not
+            used), caption i's words in columns ``1 .. cap_lens[i]``.
+        cap_lens: the number of words of each caption, 1 <= cap_lens[i] <= T - 1.
         temp1: sharpness of the attention over regions.
         temp2: sharpness of the word-level aggregation.
         temp3: scale of the caption-image logits.
@@ -130,13 +131,14 @@ def gloria_local_loss(img_regions: torch.Tensor, words_emb: torch.Tensor, cap_le
         raise ValueError(f"expected img_regions (B, D, H, W) and words_emb (B, D, T), got "
                          f"{tuple(img_regions.shape)} and {tuple(words_emb.shape)}")
     b, d, h, w = img_regions.shape
-    t = words_emb.shape[2]
+    t = words_emb.shape[2] - 1  # column 0 ([CLS]) is skipped, as the authors' words_emb[i, :, 1:words_num + 1]
     if words_emb.shape[:2] != (b, d):
         raise ValueError(f"img_regions {tuple(img_regions.shape)} and words_emb {tuple(words_emb.shape)} disagree")
     lens = [int(n) for n in cap_lens]
     if len(lens) != b or not all(1 <= n <= t for n in lens):
         raise ValueError(f"cap_lens must give B={b} lengths in 1..{t}, got {lens}")
 
+    words_emb = words_emb[:, :, 1:]
     regions = img_regions.reshape(b, d, h * w)  # (B_img, D, R)
     lens_t = torch.tensor(lens, device=words_emb.device)
     pad = torch.arange(t, device=words_emb.device)[None, :] >= lens_t[:, None]  # (B_cap, T)

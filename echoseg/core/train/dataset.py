@@ -129,15 +129,3 @@ def augment_pair(image: np.ndarray, target: np.ndarray, rng: np.random.Generator
     f = f * float(rng.uniform(0.9, 1.1)) + float(rng.uniform(-0.1, 0.1))  # contrast, brightness
     f = np.clip(f, 0.0, 1.0) ** float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))  # gamma
     return (f * 255.0 + 0.5).astype(np.uint8), tgt
-
-
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool,
-                  rank: int = 0, world: int = 1) -> list[list[int]]:
-    """This process's batches of sample indices for one epoch: a permutation seeded by (seed, epoch), sharded
-    by rank, then cut into batches. Shuffled (training) shards are padded by repeating the first indices so
-    every process runs the same number of steps (DDP needs that); unshuffled shards are not padded."""
-    order = np.random.default_rng([seed, epoch, 7]).permutation(n) if shuffle else np.arange(n)
-    if shuffle and world > 1 and n % world:
-        order = np.concatenate([order, order[: world - n % world]])
-    mine = order[rank::world].tolist()
-    return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]

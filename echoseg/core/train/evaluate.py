@@ -25,10 +25,11 @@ from echoseg.core.console import track
 from echoseg.core.data.cache import build_cache, default_cache_dir
 from echoseg.core.data.imaging import check_label_maps
 from echoseg.core.data.manifest import ANY_LABELS, SplitData, mask_labels
+from echoseg.core.engine.batches import epoch_batches
 from echoseg.core.io import save_figure, write_csv, write_png
 from echoseg.core.metrics.seg import segmentation_metrics
 from echoseg.core.runs import Run
-from echoseg.core.train.dataset import SegDataset, collate, epoch_batches
+from echoseg.core.train.dataset import SegDataset, collate
 from echoseg.core.train.recipe import TrainConfig
 
 PER_SAMPLE_COLUMNS = ["sample_id", "image", "structure", "prompt", "dice", "iou", "hd95"]

@@ -25,13 +25,14 @@ from torch.utils.data import DataLoader
 
 from echoseg.core.console import track
 from echoseg.core.data.manifest import SplitData, check_prompt_columns, prompt_columns
+from echoseg.core.engine import checkpoint as ckpt
+from echoseg.core.engine.batches import epoch_batches, sum_reduce
 from echoseg.core.env import make_accelerator
 from echoseg.core.errors import UserError
 from echoseg.core.io import read_json
 from echoseg.core.models import artefacts, build_model, get_config
 from echoseg.core.runs import Run
-from echoseg.core.train import checkpoint as ckpt
-from echoseg.core.train.dataset import SegDataset, collate, epoch_batches
+from echoseg.core.train.dataset import SegDataset, collate
 from echoseg.core.train.evaluate import cache_for, evaluate_into_run
 from echoseg.core.train.losses import DiceBCELoss, hard_dice
 from echoseg.core.train.recipe import TrainConfig, make_loss, make_optimizer, make_scheduler
@@ -52,13 +53,6 @@ def init_from_run(model, run_dir: str | Path) -> dict[str, Any]:
     return info
 
 
-def _sum_reduce(accelerator, values: Sequence[float]) -> list[float]:
-    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=accelerator.device)
-    if accelerator.num_processes > 1:
-        t = accelerator.reduce(t, reduction="sum")
-    return t.tolist()
-
-
 @torch.no_grad()
 def validate(model, ds: SegDataset, loss_fn: DiceBCELoss, accelerator, cfg: TrainConfig) -> tuple[float, float]:
     """Validation loss and mean Dice (threshold ``cfg.threshold`` at the input size), over all processes."""
@@ -74,7 +68,7 @@ def validate(model, ds: SegDataset, loss_fn: DiceBCELoss, accelerator, cfg: Trai
         loss_sum += float(loss_fn.per_sample(logits, target).sum())
         dice_sum += float(hard_dice(logits, target, cfg.threshold).sum())
         n += len(idx)
-    loss_sum, dice_sum, n = _sum_reduce(accelerator, [loss_sum, dice_sum, n])
+    loss_sum, dice_sum, n = sum_reduce(accelerator, [loss_sum, dice_sum, n])
     return loss_sum / max(n, 1), dice_sum / max(n, 1)
 
 
@@ -175,7 +169,7 @@ def train(
             progress and accelerator.is_main_process) else loader
         for batch in it:
             sums += train_step(model, batch, loss_fn, optimizer, accelerator, trainable, cfg.grad_clip)
-        total, dice_l, bce_l, n = _sum_reduce(accelerator, sums.tolist())
+        total, dice_l, bce_l, n = sum_reduce(accelerator, sums.tolist())
         val_loss, val_dice = validate(raw, val_ds, loss_fn, accelerator, cfg)  # unwrapped: no DDP collectives
         lr_now = optimizer.param_groups[0]["lr"]
         scheduler.step(val_loss)

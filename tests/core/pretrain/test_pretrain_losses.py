@@ -86,7 +86,7 @@ def ref_gloria_local(img_regions, words_emb, cap_lens, temp1, temp2, temp3, agg)
     maps = []
     for i in range(b):
         n = cap_lens[i]
-        words = [words_emb[i, :, k] for k in range(n)]
+        words = [words_emb[i, :, k + 1] for k in range(n)]  # words_emb[i, :, 1:words_num + 1]
         for j in range(b):
             regions = [img_regions[j, :, r // w, r % w] for r in range(r_num)]
             # softmax over the words for each region, then temp1 x, softmax over the regions for each word
@@ -215,7 +215,7 @@ def test_gloria_global_equals_loop():
 
 def _local_inputs(seed=7):
     img = _rand(3, 4, 2, 3, seed=seed)  # B=3, D=4, 2x3 regions
-    words = _rand(3, 4, 5, seed=seed + 1)  # T=5
+    words = _rand(3, 4, 6, seed=seed + 1)  # T=6: [CLS] + up to 5 words
     return img, words, [5, 2, 3]
 
 
@@ -242,8 +242,9 @@ def test_gloria_local_other_temperatures_and_sum_differs_from_mean():
 def test_gloria_local_ignores_padding_words():
     img, words, cap_lens = _local_inputs()
     padded = words.clone()
-    padded[1, :, 2:] = 1e3  # caption 1 has 2 words
-    padded[2, :, 3:] = 0.0
+    padded[:, :, 0] = 7.0  # [CLS] is not a word
+    padded[1, :, 3:] = 1e3  # caption 1 has 2 words (columns 1, 2)
+    padded[2, :, 4:] = 0.0
     base = L.gloria_local_loss(img, words, cap_lens)
     other = L.gloria_local_loss(img, padded, cap_lens)
     assert _close(base[0], other[0]) and _close(base[1], other[1])
@@ -365,12 +366,13 @@ def test_gradients_flow():
     _grads_ok(sum(L.gloria_global_loss(img, txt)), img, txt)
 
     regions, words, cap_lens = _local_inputs(seed=84)
-    words[1, :, 2:] = 0.0  # zero padding: no NaN from its zero norm
+    words[1, :, 3:] = 0.0  # zero padding after caption 1's 2 words: no NaN from its zero norm
     regions.requires_grad_()
     words.requires_grad_()
     loss0, loss1, _ = L.gloria_local_loss(regions, words, cap_lens, agg="mean")
     _grads_ok(loss0 + loss1, regions, words)
-    assert (words.grad[1, :, 2:] == 0).all()  # padding words get no gradient
+    assert (words.grad[1, :, 3:] == 0).all()  # padding words get no gradient
+    assert (words.grad[:, :, 0] == 0).all()  # nor does [CLS]
 
     img, rep = _rand(4, 6, seed=85).requires_grad_(), _rand(4, 6, seed=86).requires_grad_()
     protos = torch.nn.functional.normalize(_rand(7, 6, seed=87), dim=1).requires_grad_()

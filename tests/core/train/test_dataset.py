@@ -7,8 +7,9 @@ import pytest
 
 from echoseg.core.data.cache import build_cache
 from echoseg.core.data.manifest import load_split, prompt_columns
+from echoseg.core.engine.batches import epoch_batches
 from echoseg.core.errors import UserError
-from echoseg.core.train.dataset import SegDataset, augment_pair, epoch_batches
+from echoseg.core.train.dataset import SegDataset, augment_pair
 
 
 def test_prompt_columns():

@@ -1,0 +1,1 @@
+"""The epoch engine every training loop shares (train, pretrain, distill): batches, reductions, resume state."""
