@@ -29,7 +29,7 @@ from echoseg.core.errors import UserError
 Builder = Callable[..., nn.Module]
 CONFIG_DIR = Path(__file__).with_name("configs")
 #: the task of each model that is not an image segmenter (a new model is a segmenter unless listed here)
-TASKS = {"convlstm": "video-segmentation", "diffusion": "generation"}
+TASKS = {"convlstm": "video-segmentation", "diffusion": "generation", "vlp": "pretraining"}
 _BUILDERS: dict[str, Builder] = {}
 _CONFIGS: dict[str, dict[str, dict[str, Any]]] = {}
 
@@ -67,7 +67,8 @@ def list_models(task: str | None = None) -> list[str]:
     """Names of the models with a config file or a registered builder (with ``task``: those of that task).
 
     Tasks: ``segmentation`` (image segmenters that `echoseg train` trains; every model not listed in
-    :data:`TASKS`), ``video-segmentation`` (the distillation student) and ``generation`` (the diffusion model).
+    :data:`TASKS`), ``video-segmentation`` (the distillation student), ``generation`` (the diffusion model) and
+    ``pretraining`` (the vision-language pre-training model of `echoseg pretrain`).
     """
     names = sorted(set(_CONFIGS) | set(_BUILDERS))
     return names if task is None else [n for n in names if TASKS.get(n, "segmentation") == task]

@@ -16,7 +16,7 @@ not).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -285,7 +285,8 @@ def mgca_token_loss(patch_emb: torch.Tensor, word_emb: torch.Tensor, word_weight
 
 
 @torch.no_grad()
-def sinkhorn(Q: torch.Tensor, iterations: int = MGCA_SINKHORN_ITERATIONS) -> torch.Tensor:
+def sinkhorn(Q: torch.Tensor, iterations: int = MGCA_SINKHORN_ITERATIONS,
+             all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None, world: int = 1) -> torch.Tensor:
     """Sinkhorn-Knopp soft assignments of samples to prototypes (SwAV, Caron et al. 2020; MGCA's ``sinkhorn``).
 
     ``Q`` is normalised to sum 1, then each iteration scales its rows (prototypes) to sum 1/K and its columns
@@ -295,17 +296,22 @@ def sinkhorn(Q: torch.Tensor, iterations: int = MGCA_SINKHORN_ITERATIONS) -> tor
     Args:
         Q: positive scores (K, B): K prototypes, B samples.
         iterations: the number of row/column normalisation rounds (MGCA: 3).
+        all_reduce: with several processes, a function summing a tensor over them (MGCA's
+            ``distributed_sinkhorn``): each process passes its own columns of the global Q and gets its samples'
+            rows of the global assignments.
+        world: the number of processes (the global batch is ``world`` x B).
 
     Returns:
         Assignments (B, K) without gradient, each row summing to 1.
     """
     if Q.dim() != 2:
         raise ValueError(f"expected Q (K, B), got {tuple(Q.shape)}")
-    Q = Q.detach() / Q.sum()
+    total = (lambda t: t) if all_reduce is None else all_reduce
+    Q = Q.detach() / total(Q.sum())
     k, b = Q.shape
     for _ in range(iterations):
-        Q = Q * ((1.0 / k) / Q.sum(dim=1, keepdim=True))
-        Q = Q * ((1.0 / b) / Q.sum(dim=0, keepdim=True))
+        Q = Q * ((1.0 / k) / total(Q.sum(dim=1, keepdim=True)))
+        Q = Q * ((1.0 / (world * b)) / Q.sum(dim=0, keepdim=True))
     return (Q / Q.sum(dim=0, keepdim=True)).T
 
 
@@ -342,11 +348,20 @@ def mgca_proto_loss(img_emb: torch.Tensor, report_emb: torch.Tensor, prototypes:
         raise ValueError(f"prototypes {tuple(prototypes.shape)} must be (K, D) with D = {img_emb.shape[1]}")
     img_scores = F.normalize(img_emb, dim=-1) @ prototypes.T  # (B, K)
     report_scores = F.normalize(report_emb, dim=-1) @ prototypes.T
-    img_code = sinkhorn(torch.exp(img_scores.detach() / epsilon).T, iterations)
-    report_code = sinkhorn(torch.exp(report_scores.detach() / epsilon).T, iterations)
+    return mgca_proto_loss_from_scores(img_scores, report_scores, temperature, epsilon, iterations)
+
+
+def mgca_proto_loss_from_scores(img_scores: torch.Tensor, report_scores: torch.Tensor,
+                                temperature: float = MGCA_PROTO_TEMPERATURE, epsilon: float = MGCA_EPSILON,
+                                iterations: int = MGCA_SINKHORN_ITERATIONS,
+                                all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                                world: int = 1) -> torch.Tensor:
+    """`mgca_proto_loss` on prototype scores (B, K) already computed (MGCA's ``prototype_layer`` outputs on the
+    normalised embeddings); ``all_reduce``/``world`` make the Sinkhorn codes those of the global batch."""
+    img_code = sinkhorn(torch.exp(img_scores.detach() / epsilon).T, iterations, all_reduce, world)
+    report_code = sinkhorn(torch.exp(report_scores.detach() / epsilon).T, iterations, all_reduce, world)
     img_logp = F.log_softmax(img_scores / temperature, dim=1)
     report_logp = F.log_softmax(report_scores / temperature, dim=1)
     i2t = -(img_code * report_logp).sum(dim=1).mean()
     t2i = -(report_code * img_logp).sum(dim=1).mean()
     return (i2t + t2i) / 2.0
-
