@@ -119,7 +119,7 @@ def pretrain(
     pc = PretrainConfig.from_dict(cfg)
     pc.validate()
     hyperparameters(pc.method, pc.loss)
-    pc.model_dict()
+    pc.check_inputs()
     if not cfg["data"]:
         raise UserError("no data: give --data RUN (a prompts run; repeat it to mix real and synthetic pairs)")
     if pc.init_from:

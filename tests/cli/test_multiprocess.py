@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from echoseg.cli import main
 from echoseg.cli.options import emit_run_path
@@ -184,6 +186,50 @@ def test_distill_two_processes(toy, tmp_path):
     assert summary["eval"]["student"]["videos_evaluated"] == 6 and (out / "report.md").is_file()
     cached = Path(summary["pseudo_labels"]["train"])
     assert len(list((cached / "done").glob("*.json"))) == 6  # the labelling, shared by the processes, is complete
+
+
+PRETRAIN = ["pretrain", "--config", "tiny-vit", "--epochs", "2", "--text", "p3", "--attention-pairs", "1", *CPU]
+
+
+def _pretrain_data(root: Path) -> Path:
+    for argv in (["data", "toy", "camus", "--patients", "6", "--size", "48", "--out", str(root / "camus6")],
+                 ["prompts", "build", str(root / "camus6"), "--out", str(root / "real6")]):
+        assert main(argv) == 0, argv
+    return root / "real6"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["convirt", "gloria"])
+def test_pretrain_two_processes_equal_one_process_with_the_joint_batch(tmp_path, method):
+    """Negatives gathered with gradients: two processes of 4 pairs step as one process of 8 (a ViT and heads
+    without BatchNorm, no dropout: nothing differs but the order of the sums)."""
+    data = _pretrain_data(tmp_path)
+    assert main([*PRETRAIN, "--method", method, "--batch-size", "8", "--data", str(data),
+                 "--out", str(tmp_path / "one")]) == 0
+    two = _launch([*_multi(), *PRETRAIN, "--method", method, "--batch-size", "4", "--data", str(data),
+                   "--out", str(tmp_path / "two")], tmp_path / "two")
+    rows = [[json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()] for run in (tmp_path / "one",
+                                                                                                  two)]
+    for a, b in zip(*rows, strict=True):
+        for key in ("train_loss", "i2t_r1", "t2i_r1", "i2t_r5", "lr"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), (a["epoch"], key)
+    wa = load_file(tmp_path / "one" / "checkpoints" / "last.safetensors")
+    wb = load_file(two / "checkpoints" / "last.safetensors")
+    # Attention key biases get a zero gradient (softmax ignores a shift), which Adam turns into steps of rounding
+    # noise; every other tensor must agree.
+    learned = [k for k in wa if not k.endswith(("key.bias", "qkv.bias"))]
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in learned)
+    assert (two / "encoders" / "text" / "config.json").is_file()
+
+
+@pytest.mark.slow
+def test_pretrain_mgca_two_processes_distributed_sinkhorn(tmp_path):
+    data = _pretrain_data(tmp_path)
+    out = _launch([*_multi(), *PRETRAIN, "--method", "mgca", "--batch-size", "4", "--data", str(data),
+                   "--out", str(tmp_path / "mgca")], tmp_path / "mgca")
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and all(r["train_proto"] > 0 for r in rows)
+    assert (out / "attention_maps.png").is_file()
 
 
 SRUN_STUB = """#!/bin/bash

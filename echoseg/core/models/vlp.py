@@ -26,7 +26,9 @@ Heads, as the authors build them (the dimensions are config data in ``configs/vl
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -276,15 +278,17 @@ class VLPModel(nn.Module):
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Global image embeddings (B, D), L2-normalised (retrieval and zero-shot use; call in eval mode)."""
-        return F.normalize(self.embed_images(images)["img_global"], dim=-1)
+        """Global image embeddings (B, D) of normalised images, L2-normalised, in eval mode (retrieval, zero-shot)."""
+        with _eval(self):
+            return F.normalize(self.embed_images(images)["img_global"], dim=-1)
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
-        """Global text embeddings (B, D) of raw texts, L2-normalised (call in eval mode)."""
+        """Global text embeddings (B, D) of raw texts, L2-normalised, in eval mode."""
         device = next(self.parameters()).device
         tok = {k: v.to(device) for k, v in self.tokenize(texts).items()}
-        return F.normalize(self.embed_texts(**tok)["txt_global"], dim=-1)
+        with _eval(self):
+            return F.normalize(self.embed_texts(**tok)["txt_global"], dim=-1)
 
     def image_encoder_parameters(self):
         """Parameters of the image backbone (what a downstream segmenter reuses)."""
@@ -307,6 +311,17 @@ class VLPModel(nn.Module):
         return {"input_size": self.input_size, "mean": list(self.mean), "std": list(self.std)}
 
 
+@contextlib.contextmanager
+def _eval(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside the block, the previous mode after it."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
 def _text_config(bert: nn.Module) -> dict[str, Any]:
     keep = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
             "max_position_embeddings", "type_vocab_size", "hidden_act", "hidden_dropout_prob",
@@ -315,17 +330,25 @@ def _text_config(bert: nn.Module) -> dict[str, Any]:
     return {k: full[k] for k in keep if k in full}
 
 
+def check_image_weights(spec: str) -> None:
+    """Fail early on ``--image-weights`` that cannot load: ``imagenet`` while downloads are off, a missing path."""
+    if spec == "imagenet":
+        if offline():
+            raise UserError("--image-weights imagenet: downloads are off; pass a local weights file (e.g. "
+                            "torchvision's resnet50-11ad3fa6.pth or timm's vit_base_patch16_224 model.safetensors), "
+                            "or allow downloads with --allow-download")
+    elif not Path(spec).expanduser().exists():
+        raise UserError(f"--image-weights {spec}: no such file or folder (expected imagenet or a local weights file)")
+
+
 def load_image_weights(encoder: ImageEncoder, spec: str) -> int:
     """Load ImageNet (``imagenet``) or local weights into the image backbone; returns the tensors loaded.
 
     A local file is a torchvision/timm state dict (a classifier ``fc.*``/``head.*`` is ignored); every backbone
     tensor must be present with its shape.
     """
+    check_image_weights(spec)
     if spec == "imagenet":
-        if offline():
-            raise UserError("--image-weights imagenet: downloads are off; pass a local weights file (e.g. "
-                            "torchvision's resnet50-11ad3fa6.pth or timm's vit_base_patch16_224 model.safetensors), "
-                            "or allow downloads with --allow-download")
         state = _imagenet_state(encoder.arch)
     else:
         path = Path(spec).expanduser()

@@ -2,7 +2,7 @@
 
 - A pretrained encoder is any local Hugging Face folder or cached hub id that ``AutoModel`` loads (Bio_ClinicalBERT
   as GLoRIA and MGCA use, PubMedBERT...), with the tokenizer saved beside it.
-- A tiny encoder (CPU tests, toy data) is a small random ``BertModel`` whose WordPiece vocabulary is trained on the
+- A tiny encoder (CPU tests, toy data) is a small random ``BertModel`` whose WordPiece vocabulary is built from the
   run's own texts with the ``tokenizers`` library (:func:`train_wordpiece`), so nothing is downloaded.
 
 Word pieces are summed into words as GLoRIA's and MGCA's ``aggregate_tokens`` do (a token starting with ``##``
@@ -12,6 +12,7 @@ scatter-add for the whole batch instead of a loop over captions and tokens.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,22 +29,44 @@ TOKENIZER_DIR = "tokenizer"
 
 
 def train_wordpiece(texts: Iterable[str], vocab_size: int, folder: Path) -> BertTokenizerFast:
-    """Train a lower-case WordPiece vocabulary on ``texts`` and save a BERT tokenizer into ``folder``.
+    """Build a lower-case WordPiece vocabulary from ``texts`` and save a BERT tokenizer into ``folder``.
 
-    The trainer sees the texts in the order given; sort them first for the same vocabulary on every process.
+    The texts are normalised and split into words by the ``tokenizers`` library's BERT normaliser and
+    pre-tokeniser; the vocabulary is the special tokens, every character seen (alone and as a ``##`` continuation,
+    so any word of the corpus tokenizes), then whole words by frequency (ties alphabetical) up to ``vocab_size``.
+    The same texts give the same vocabulary on every process and every run (the library's own trainer breaks
+    merge ties differently from run to run, which would make seeded runs differ).
     """
-    from tokenizers import BertWordPieceTokenizer  # deferred: only tiny configs train a vocabulary
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors  # deferred
 
-    texts = [t for t in texts if isinstance(t, str) and t.strip()]
-    if not texts:
-        raise UserError("no texts to train the tiny text encoder's WordPiece vocabulary on")
-    trainer = BertWordPieceTokenizer(lowercase=True, strip_accents=True)
-    trainer.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1, special_tokens=SPECIAL_TOKENS,
-                                show_progress=False)
-    tok = BertTokenizerFast(tokenizer_object=trainer._tokenizer, do_lower_case=True, unk_token="[UNK]",
-                            pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
+    splitter = pre_tokenizers.BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        if isinstance(text, str) and text.strip():
+            counts.update(w for w, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text)))
+    if not counts:
+        raise UserError("no texts to build the tiny text encoder's WordPiece vocabulary from")
+    chars = sorted({c for w in counts for c in w})
+    vocab = list(SPECIAL_TOKENS) + chars + [f"##{c}" for c in chars]
+    seen = set(vocab)
+    for word, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab) >= vocab_size:
+            break
+        if word not in seen:
+            vocab.append(word)
+            seen.add(word)
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = splitter
+    cls, sep = vocab.index("[CLS]"), vocab.index("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                                       special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tok.decoder = decoders.WordPiece(prefix="##")
+    fast = BertTokenizerFast(tokenizer_object=tok, do_lower_case=True, unk_token="[UNK]", pad_token="[PAD]",
+                             cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
     folder.mkdir(parents=True, exist_ok=True)
-    tok.save_pretrained(str(folder))
+    fast.save_pretrained(str(folder))
     return load_tokenizer(folder, "tokenizer")
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from echoseg.core.config import StageConfig, check_all
 from echoseg.core.models import get_config
-from echoseg.core.models.vlp import IMAGE_ENCODERS, METHODS
+from echoseg.core.models.vlp import IMAGE_ENCODERS, METHODS, check_image_weights
+from echoseg.core.models.weights import resolve_weights
 
 TEXT_DEFAULT = "report"
 
@@ -74,6 +75,14 @@ class PretrainConfig(StageConfig):
             if value is not None:
                 mc[key] = value
         return mc
+
+    def check_inputs(self) -> None:
+        """Fail before a run directory exists on encoders that cannot load (text folder, image weights)."""
+        mc = self.model_dict()
+        if mc.get("text_encoder") and not self.init_from:
+            resolve_weights(str(mc["text_encoder"]), required=("config.json",), what="--text-encoder")
+        if mc.get("image_weights"):
+            check_image_weights(str(mc["image_weights"]))
 
     def learning_rate(self) -> float:
         """``--lr`` or the model config's."""

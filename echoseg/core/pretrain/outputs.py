@@ -42,9 +42,9 @@ def export_encoders(folder: Path, raw, run_id: str | None = None) -> None:
         "feature_dim": raw.image.feature_dim, "local_dim": raw.image.local_dim, "method": raw.method,
         "pretrain_run_id": run_id,
     })
-    from huggingface_hub.utils import disable_progress_bars  # deferred: only the end of a run writes
+    from transformers.utils import logging as hf_logging  # deferred: only the end of a run writes
 
-    disable_progress_bars()  # save_pretrained's shard bar would break the run's own console output
+    hf_logging.disable_progress_bar()  # save_pretrained's shard bar would break the run's own console output
     raw.text.bert.save_pretrained(str(tmp / "text"))
     raw.text.tokenizer.save_pretrained(str(tmp / "text"))
     heads = {k: v.detach().cpu().contiguous().clone() for k, v in raw.state_dict().items()
