@@ -123,7 +123,7 @@ def pretrain(
     if not cfg["data"]:
         raise UserError("no data: give --data RUN (a prompts run; repeat it to mix real and synthetic pairs)")
     if pc.init_from:
-        check_init_from(pc.init_from)
+        check_init_from(pc.init_from, pc.text_encoder)
     train_pairs = load_pairs(cfg["data"], "train", pc.text)
     val_pairs = load_pairs(cfg["data"], "val", pc.text)
     inputs = {f"data_{i}": d for i, d in enumerate(cfg["data"])} | ({"init_from": pc.init_from} if pc.init_from else {})

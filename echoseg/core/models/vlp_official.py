@@ -43,6 +43,7 @@ import torch
 from transformers import AutoConfig
 
 from echoseg.core.errors import UserError, first_line
+from echoseg.core.models.artefacts import load_trained_model
 from echoseg.core.models.vlp import ImageEncoder, VLPModel
 from echoseg.core.models.vlp_text import TextEncoder, build_bert, load_tokenizer
 from echoseg.core.models.weights import resolve_weights
@@ -310,3 +311,18 @@ def load_official_checkpoint(path: str | Path, text_encoder: str | None = None,
     model.config["official"] = {"release": release, "file": Path(path).name, **info, **counts,
                                 "preprocess": {**PREPROCESS, "upsample": upsample}}
     return model.eval()
+
+
+def load_vlp(spec: str | Path, text_encoder: str | None = None, option: str = "--run") -> tuple[VLPModel, str]:
+    """A pre-trained image-text model for evaluation: a `pretrain` run (its best weights) or a released ``.ckpt``.
+
+    Returns:
+        ``(model in eval mode, description)``; the description names the run or the release.
+    """
+    p = Path(spec)
+    if p.is_file():
+        return load_official_checkpoint(p, text_encoder=text_encoder).eval(), f"released checkpoint {p}"
+    model, info = load_trained_model(p, "best", option)
+    if info.get("name") != "vlp":
+        raise UserError(f"{option} {p}: not a pretrain run (model {info.get('name')!r})")
+    return model.eval(), f"pretrain run {p}"

@@ -16,16 +16,22 @@ from typing import Any
 
 from echoseg.core.errors import UserError
 from echoseg.core.models import artefacts
-from echoseg.core.models.vlp_official import load_official_checkpoint
+from echoseg.core.models.vlp_official import load_official_checkpoint, load_vlp
+from echoseg.core.models.weights import resolve_weights
 from echoseg.core.pretrain.config import PretrainConfig
 
 
-def check_init_from(spec: str) -> None:
-    """Fail early (before a run directory exists) on an ``--init-from`` that is neither a run nor a file."""
+def check_init_from(spec: str, text_encoder: str | None = None) -> None:
+    """Fail early (before a run directory exists) on an ``--init-from`` that is neither a pretrain run nor a
+    released checkpoint with its ``--text-encoder`` folder."""
     p = Path(spec)
-    if p.is_file():
+    if not p.is_file():
+        artefacts.find_checkpoint(p, "best", "--init-from")
         return
-    artefacts.find_checkpoint(p, "best", "--init-from")
+    if not text_encoder:
+        raise UserError(f"--init-from {p}: a released checkpoint needs --text-encoder, the Bio_ClinicalBERT folder "
+                        "(tokenizer and config.json) it was trained with")
+    resolve_weights(text_encoder, required=("config.json",), what="--text-encoder")
 
 
 def init_model(cfg: PretrainConfig) -> tuple[Any, str]:
@@ -36,10 +42,8 @@ def init_model(cfg: PretrainConfig) -> tuple[Any, str]:
         if model.method != cfg.method:
             raise UserError(f"--init-from {p}: a {model.method} checkpoint, not {cfg.method}; use --method "
                             f"{model.method}")
-        return model, f"initialised from the released checkpoint {p} ({model.method}, {model.image.arch})"
-    model, info = artefacts.load_trained_model(p, "best", "--init-from")
-    if info.get("name") != "vlp":
-        raise UserError(f"--init-from {p}: not a pretrain run (model {info.get('name')!r})")
+        return model.train(), f"initialised from the released checkpoint {p} ({model.method}, {model.image.arch})"
+    model, _ = load_vlp(p, option="--init-from")
     if model.method != cfg.method:
         raise UserError(f"--init-from {p}: that run pre-trained {model.method}, not {cfg.method}")
-    return model, f"initialised from {p} (best weights, its architecture; new optimizer and schedule)"
+    return model.train(), f"initialised from {p} (best weights, its architecture; new optimizer and schedule)"

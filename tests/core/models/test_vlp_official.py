@@ -660,3 +660,23 @@ def test_pickled_code_in_a_checkpoint_never_runs(tmp_path, mgca_small) -> None:
         model = load_official_checkpoint(tmp_path / "resnet_50.ckpt", text_encoder=str(folder))
     assert not marker.exists()
     assert model.config["official"]["release"] == "mgca-resnet50"
+
+
+def test_a_release_initialises_pretraining_and_loads_for_evaluation(tmp_path) -> None:
+    from echoseg.core.models.vlp_official import load_vlp
+    from echoseg.core.pretrain.config import PretrainConfig
+    from echoseg.core.pretrain.init import check_init_from, init_model
+
+    _, state, path, folder, _ = _mgca_checkpoint(tmp_path, SMALL, vit=False)
+    check_init_from(str(path), str(folder))
+    with pytest.raises(UserError, match="needs --text-encoder"):
+        check_init_from(str(path))
+    model, note = init_model(PretrainConfig(method="mgca", init_from=str(path), text_encoder=str(folder)))
+    assert model.training and "released checkpoint" in note
+    assert torch.equal(model.prototype_layer.weight, state["prototype_layer.weight"])
+    with pytest.raises(UserError, match="a mgca checkpoint, not gloria"):
+        init_model(PretrainConfig(method="gloria", init_from=str(path), text_encoder=str(folder)))
+    loaded, what = load_vlp(path, text_encoder=str(folder))
+    assert not loaded.training and what.startswith("released checkpoint")
+    with pytest.raises(UserError, match="not a training run"):
+        load_vlp(tmp_path)
