@@ -77,3 +77,11 @@ def test_data_that_is_not_a_prompts_run(prompts, tmp_path, capsys):
     rc = main(["pretrain", *TINY, "--data", str(prompts / "camus"), "--out", str(tmp_path / "y")])
     err = capsys.readouterr().err
     assert rc == 2 and "no column 'report'" in err
+
+
+def test_a_pretrain_run_is_not_a_segmenter(prompts, tmp_path, capsys):
+    out = _run(["pretrain", *TINY, "--data", str(prompts / "real"), "--out", str(tmp_path / "c")], capsys)
+    assert main(["eval", "seg", "--run", str(out), "--data", str(prompts / "real")]) == 2
+    assert "a pretraining run" in capsys.readouterr().err
+    assert main(["train", "--model", "vlp", "--config", "tiny", "--data", str(prompts / "real")]) == 2
+    assert "not a segmentation model" in capsys.readouterr().err

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from echoseg.core.errors import UserError, first_line
 from echoseg.core.io import atomic_path, read_json, write_json
-from echoseg.core.models import build_model
+from echoseg.core.models import TASKS, build_model
 
 CKPT_DIR = "checkpoints"
 
@@ -111,4 +111,7 @@ def load_segmenter(run_dir: str | Path, which: str = "best", option: str = "--ru
     if info.get("name") == "convlstm":
         raise UserError(f"{option} {run_dir}: a distillation run (ConvLSTM student), not a segmentation training "
                         "run; use eval afd or eval echoclip for it")
+    if TASKS.get(str(info.get("name")), "segmentation") != "segmentation":
+        raise UserError(f"{option} {run_dir}: a {TASKS[info['name']]} run (model {info['name']!r}), not a "
+                        "segmentation training run")
     return model, info

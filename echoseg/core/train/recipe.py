@@ -15,6 +15,7 @@ import torch
 
 from echoseg.core.config import StageConfig, check_all
 from echoseg.core.errors import UserError
+from echoseg.core.models import list_models
 from echoseg.core.train.losses import DiceBCELoss
 
 
@@ -51,7 +52,10 @@ class TrainConfig(StageConfig):
 
     def validate(self) -> None:
         """Raise UserError on out-of-range values, naming the option."""
+        segmenters = list_models("segmentation")
         checks = [
+            (self.model in segmenters, f"--model {self.model!r}: not a segmentation model (known: "
+             f"{', '.join(segmenters)})"),
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
             (self.lr is None or self.lr > 0, f"--lr must be > 0, got {self.lr}"),
