@@ -290,6 +290,53 @@ class VLPModel(nn.Module):
         with _eval(self):
             return F.normalize(self.embed_texts(**tok)["txt_global"], dim=-1)
 
+    @torch.no_grad()
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled feature (B, F) before any head, in eval mode (linear probing)."""
+        with _eval(self):
+            return self.image.features(images)[0]
+
+    @torch.no_grad()
+    def dense_similarity(self, images: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """Cosine similarity (B_img, B_txt, h, w) of each text with each image location, in eval mode (grounding).
+
+        The image side is the method's local embedding where it has one (GLoRIA's region embeddings, in the space of
+        its text features; MGCA's patch embeddings, compared with the mean of the text's word embeddings), else the
+        last feature map projected location by location through the global head (ConVIRT; ``layer4`` of a ResNet,
+        the patch tokens of a ViT).
+        """
+        device = next(self.parameters()).device
+        tok = {k: v.to(device) for k, v in self.tokenize(texts).items()}
+        with _eval(self):
+            if self.method == "gloria":
+                regions = self.embed_images(images)["img_local"]  # (B, E, h, w)
+                text = self.embed_texts(**tok)["txt_global"]  # (T, E)
+            elif self.method == "mgca":
+                patches = self.embed_images(images)["img_local"]  # (B, P, D)
+                side = int(round(patches.shape[1] ** 0.5))
+                regions = patches.transpose(1, 2).reshape(patches.shape[0], -1, side, side)
+                out = self.embed_texts(**tok)
+                keep = (~out["pad_mask"]).float()[:, :, None]
+                text = (out["txt_words"] * keep).sum(1) / keep.sum(1).clamp(min=1)
+            else:
+                regions = self._last_feature_map(images)
+                b, f, h, w = regions.shape
+                flat = regions.permute(0, 2, 3, 1).reshape(-1, f)
+                regions = self.image.global_embed(flat).reshape(b, h, w, -1).permute(0, 3, 1, 2)
+                text = self.embed_texts(**tok)["txt_global"]
+            return torch.einsum("bdhw,td->bthw", F.normalize(regions, dim=1), F.normalize(text, dim=-1))
+
+    def _last_feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The encoder's last feature map (B, F, h, w): ResNet ``layer4``, or the ViT patch tokens."""
+        if self.image.is_vit:
+            return self.image.features(images)[1]
+        net = self.image.backbone
+        x = images
+        if self.image.upsample:
+            x = F.interpolate(x, size=(self.image.upsample,) * 2, mode="bilinear", align_corners=True)
+        x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+        return net.layer4(net.layer3(net.layer2(net.layer1(x))))
+
     def image_encoder_parameters(self):
         """Parameters of the image backbone (what a downstream segmenter reuses)."""
         return self.image.backbone.parameters()

@@ -176,3 +176,17 @@ def test_image_weights_from_a_local_torchvision_or_timm_file(tmp_path):
     torch.save(net.state_dict(), tmp_path / "wrong.pth")
     with pytest.raises(UserError, match="not vit_tiny weights"):
         load_image_weights(vit, str(tmp_path / "wrong.pth"))
+
+
+@pytest.mark.parametrize(("method", "config"), [("convirt", "tiny"), ("gloria", "tiny"), ("mgca", "tiny"),
+                                                ("convirt", "tiny-vit")])
+def test_dense_similarity_and_features_for_downstream_evaluation(tmp_path, method, config):
+    from echoseg.core.models import build_model
+
+    train_wordpiece(["left ventricle", "myocardium", "left atrium"], 50, tmp_path / "tokenizer")
+    model = build_model("vlp", config, assets=tmp_path, method=method)
+    images = torch.randn(2, 3, 32, 32)
+    sim = model.dense_similarity(images, ["left ventricle", "myocardium", "left atrium"])
+    assert sim.shape[:2] == (2, 3) and sim.shape[2] == sim.shape[3] and sim.abs().max() <= 1 + 1e-5
+    assert model.image_features(images).shape == (2, model.image.feature_dim)
+    assert model.training  # evaluation helpers leave the mode as it was
