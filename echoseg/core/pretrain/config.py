@@ -44,7 +44,6 @@ class PretrainConfig(StageConfig):
     seed: int = 0
     cache_dir: str | None = None
     loss: dict[str, Any] = field(default_factory=dict)  # method loss settings (see objectives.DEFAULTS)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         """Raise UserError on out-of-range values, naming the option."""

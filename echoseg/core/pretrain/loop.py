@@ -134,10 +134,6 @@ def validate(raw, split: Split, cfg: PretrainConfig, hp: dict, accelerator) -> d
     return row
 
 
-def _sources(pairs: PairData) -> dict[str, Any]:
-    return pairs.summary()
-
-
 def pretrain(cfg: PretrainConfig, run: Run, train_pairs: PairData, val_pairs: PairData,
              callbacks: Sequence[Callback] = (), progress: bool = True) -> dict[str, Any]:
     """Pre-train (or, for a resumed run, continue) and write the run's encoders and summaries.
@@ -221,7 +217,7 @@ def pretrain(cfg: PretrainConfig, run: Run, train_pairs: PairData, val_pairs: Pa
         "method": cfg.method, "model_config": cfg.model_config, "image_encoder": raw.image.arch,
         "text_encoder": cfg.model_dict().get("text_encoder") or "tiny (WordPiece trained on the run's texts)",
         "text": cfg.text, "init_from": cfg.init_from,
-        "data": {"train": _sources(train_pairs), "val": _sources(val_pairs)},
+        "data": {"train": train_pairs.summary(), "val": val_pairs.summary()},
         "best_epoch": book["best_epoch"], "best_val_loss": book["best_val_loss"], "epochs_run": book["epoch"],
         "stopped_early": book["stopped_early"], "train_time_s": book["elapsed"],
         "retrieval": {**{k: v for k, v in best.items() if "_r" in k}, **chance, "pairs": len(val_split)},
