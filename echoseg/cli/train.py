@@ -1,4 +1,5 @@
-"""`echoseg train`: train a VLSM (CLIPSeg) or the U-Net baseline on real, synthetic or synthetic-then-real data."""
+"""`echoseg train`: train a VLSM (CLIPSeg, CRIS) or a U-Net (plain, or on a pre-trained ResNet encoder) on real,
+synthetic or synthetic-then-real data, optionally on a fraction of the training patients."""
 
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ _EPILOG = """Strategies (bash):
   SYN=$(echoseg train --model clipseg --train-data $PROMPTS_SYN --val-data $PROMPTS_SYN --test-data $PROMPTS_REAL)
 
   FT=$(echoseg train --model clipseg --data $PROMPTS_REAL --init-from $SYN)
+
+Frozen pre-trained encoder, 10 % of the training patients (SynCXR):
+
+  SEG=$(echoseg train --model unet --encoder vlp:$PRETRAIN_RUN --freeze-encoders --train-fraction 0.1 --data $PROMPTS)
 """
 
 
@@ -44,7 +49,8 @@ _CONFIGS = "; ".join(f"{m}: {', '.join(list_configs(m))}" for m in _SEGMENTERS)
 
 def train(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option("--model", help=f"{' | '.join(_SEGMENTERS)}.")] = "clipseg",
+    model: Annotated[str, typer.Option(
+        "--model", help=f"{' | '.join(_SEGMENTERS)} (unet with --encoder: on a ResNet encoder).")] = "clipseg",
     config: Annotated[str | None, typer.Option(
         "--config", help=f"Model config name ({_CONFIGS}), or a YAML/JSON file of option values.")] = None,
     model_config: Annotated[str, typer.Option(
@@ -63,7 +69,15 @@ def train(
     init_from: Annotated[Path | None, typer.Option(
         "--init-from", help="A training run whose best weights start this one (fresh optimizer/schedule).")] = None,
     freeze_encoders: Annotated[bool, typer.Option(
-        "--freeze-encoders/--no-freeze-encoders", help="Freeze CLIP's image and text encoders.")] = False,
+        "--freeze-encoders/--no-freeze-encoders", help="Freeze the pre-trained encoders: CLIP's image and text "
+        "encoders, or the U-Net's ResNet (--encoder; its BatchNorm statistics stay fixed too).")] = False,
+    encoder: Annotated[str | None, typer.Option(
+        "--encoder", help="U-Net only: build it on a ResNet encoder initialised from vlp:PRETRAIN_RUN (the run's "
+        "pre-trained image encoder; a ResNet, with the run's mean/std), imagenet:FILE (a torchvision ResNet-50 "
+        "state dict) or random.")] = None,
+    train_fraction: Annotated[float, typer.Option(
+        "--train-fraction", help="Train on a seeded subset of this fraction of the train split's patients "
+        "(0 < F <= 1; nested across fractions for one --seed); recorded in run.json and summary.json.")] = 1.0,
     epochs: Annotated[int, typer.Option("--epochs", help="Maximum epochs (early stopping may end sooner).")] = 100,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per step and process.")] = 32,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default: the model's, 2e-3 for CLIPSeg).")]
@@ -124,11 +138,17 @@ def train(
         from echoseg.core.models.artefacts import find_checkpoint
 
         find_checkpoint(tc.init_from, "best", "--init-from")
+    encoder_path = None
+    if tc.encoder is not None and resume is None:
+        from echoseg.core.models.unet_resnet import check_encoder
+
+        encoder_path = check_encoder(tc.encoder).get("path")
     splits = {s: load_split(src, s, f"--{s}-data" if cfg["data"].get(s) else "--data") if src else None
               for s, src in sources.items()}
     run = open_run("train", None, cfg, out=out, name=name, resume=resume,
                    inputs={f"{s}_data": str(src) for s, src in sources.items() if src} | (
-                       {"init_from": str(tc.init_from)} if tc.init_from else {}))
+                       {"init_from": str(tc.init_from)} if tc.init_from else {}) | (
+                       {"encoder": encoder_path} if encoder_path else {}))
     with run_context(run):
         run_training(tc, run, splits["train"], splits["val"], splits["test"])
     emit_run_path(run.path)

@@ -4,6 +4,11 @@ Output choice: the network predicts ``num_structures`` logit maps (LV, MYO, LA) 
 sample's structure (label 1..num_structures), so a U-Net sample is the same (image, structure) -> binary mask pair
 as a CLIPSeg sample and the same per-sample loss and metrics apply. The prompt text is ignored.
 Blocks: two 3x3 conv + GroupNorm + ReLU; max-pool down, transposed-conv up, skip concatenation.
+
+``unet`` is also the registry name of the U-Net on a pre-trained ResNet encoder (:mod:`.unet_resnet`): a config
+given an ``encoder`` source (``--encoder``), or a trained run's spec naming an ``architecture``, builds that variant
+(its defaults are the ``resnet`` section of each config). One name keeps run.json, model.json, run labels and
+reports on the user's spelling, ``--model unet --encoder ...``; the spec tells the two architectures apart.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from torch import nn
 from echoseg.core.errors import UserError
 from echoseg.core.models import register
 from echoseg.core.models.base import SegModel
+from echoseg.core.models.unet_resnet import build_resnet_unet, structure_map
 from echoseg.core.models.weights import load_state_dict_file
 
 
@@ -74,12 +80,7 @@ class UNet(SegModel):
     def forward(self, images: torch.Tensor, texts: Sequence[str] | None = None,
                 structures: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, 1, H, W) of each sample's structure (labels 1..num_structures)."""
-        if structures is None:
-            raise ValueError("unet needs the structure label of each sample")
-        all_logits = self.forward_all(images)
-        idx = (structures.to(all_logits.device).long() - 1).clamp(0, self.num_structures - 1)
-        index = idx.view(-1, 1, 1, 1).expand(-1, 1, *all_logits.shape[-2:])
-        return all_logits.gather(1, index)
+        return structure_map(self.forward_all(images), structures, self.num_structures)
 
     def spec(self) -> dict[str, Any]:
         """The architecture as a config dict."""
@@ -88,18 +89,21 @@ class UNet(SegModel):
 
 
 @register("unet")
-def build(config: dict[str, Any], weights: str | None = None, assets: Path | None = None) -> UNet:
-    """Build the U-Net; ``weights`` may be a state-dict file (.pt/.safetensors) of the same architecture."""
-    model = UNet(
-        input_size=int(config.get("input_size", 352)),
-        mean=config.get("mean", (0.5, 0.5, 0.5)),
-        std=config.get("std", (0.5, 0.5, 0.5)),
-        channels=int(config.get("channels", 32)),
-        depth=int(config.get("depth", 4)),
-        num_structures=int(config.get("num_structures", 3)),
-    )
+def build(config: dict[str, Any], weights: str | None = None, assets: Path | None = None) -> SegModel:
+    """Build the U-Net (the ResNet variant with an ``encoder`` source or an ``architecture``, see the module notes);
+    ``weights`` may be a state-dict file (.pt/.safetensors) of the whole model, same architecture."""
+    if config.get("encoder") or config.get("architecture"):
+        model: SegModel = build_resnet_unet(config)
+    else:
+        model = UNet(
+            input_size=int(config.get("input_size", 352)),
+            mean=config.get("mean", (0.5, 0.5, 0.5)),
+            std=config.get("std", (0.5, 0.5, 0.5)),
+            channels=int(config.get("channels", 32)),
+            depth=int(config.get("depth", 4)),
+            num_structures=int(config.get("num_structures", 3)),
+        )
     if weights:
-
         try:
             model.load_state_dict(load_state_dict_file(weights, "--weights"))
         except RuntimeError as exc:

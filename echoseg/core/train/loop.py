@@ -8,11 +8,14 @@ are evaluated on the test split (``per_sample.csv``, ``summary.json``, ``predict
 
 ``--resume`` reloads ``last.*`` (weights, optimizer, scheduler, counters, RNG states) and continues at the next
 epoch; prompt draws, augmentation and shuffling depend only on (seed, epoch, index), so a resumed run repeats
-an uninterrupted one. Only the main process writes.
+an uninterrupted one. A resumed run rebuilds its model from its own ``checkpoints/model.json``, so the sources of
+its first weights (``--weights``, ``--encoder``'s pretrain run) are not needed again. ``--train-fraction`` draws its
+patients from (seed, fraction) alone, so a resumed run trains on the same subset. Only the main process writes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from echoseg.core.console import track
 from echoseg.core.data.manifest import SplitData, check_prompt_columns, prompt_columns
+from echoseg.core.data.subset import patient_fraction, subset_record
 from echoseg.core.engine import checkpoint as ckpt
 from echoseg.core.engine.batches import epoch_batches, sum_reduce
 from echoseg.core.env import make_accelerator
@@ -46,6 +50,10 @@ def init_from_run(model, run_dir: str | Path) -> dict[str, Any]:
     info = read_json(path.parent / "model.json")
     if info.get("name") != model.name:
         raise UserError(f"--init-from {run_dir}: that run trained {info.get('name')!r}, not {model.name!r}")
+    theirs, ours = info.get("spec", {}).get("architecture"), model.spec().get("architecture")
+    if theirs != ours:  # the plain U-Net and the ResNet U-Net share the name unet
+        raise UserError(f"--init-from {run_dir}: that run's encoder is {theirs or 'none (plain U-Net)'}, this one's "
+                        f"{ours or 'none (plain U-Net)'}; give the same --encoder architecture")
     try:
         artefacts.load_weights(model, path)
     except RuntimeError as exc:
@@ -90,6 +98,12 @@ def train_step(model, batch: dict, loss_fn: DiceBCELoss, optimizer, accelerator,
                         torch.full((), b, device=parts.total.device)])
 
 
+def train_subset(cfg: TrainConfig, split: SplitData) -> tuple[SplitData, dict[str, Any]]:
+    """The ``--train-fraction`` subset of the train split (seeded by the run's seed) and its record."""
+    frame = patient_fraction(split.frame, cfg.train_fraction, cfg.seed)
+    return dataclasses.replace(split, frame=frame), subset_record(split.frame, frame, cfg.train_fraction, cfg.seed)
+
+
 def _sources(split: SplitData | None) -> dict[str, Any] | None:
     if split is None:
         return None
@@ -121,7 +135,21 @@ def train(
     cols = prompt_columns(cfg.prompt)
     accelerator = make_accelerator(cfg.precision, cfg.device)
     set_seed(cfg.seed)
-    model = build_model(cfg.model, cfg.model_config, weights=cfg.weights, input_size=cfg.input_size)
+    folder = run.path / artefacts.CKPT_DIR
+    state = None if run.fresh else ckpt.load_training_state(folder)
+    if state is not None:  # continue the model the run saved, without its first weights' sources
+        info = artefacts.read_model_info(folder, "--resume", run.path)
+        model = build_model(info["name"], info["spec"], assets=folder)
+    else:
+        model = build_model(cfg.model, cfg.model_config, weights=cfg.weights, input_size=cfg.input_size,
+                            encoder=cfg.encoder)
+    encoder_init = getattr(model, "encoder_init", None)
+    if cfg.encoder is not None:
+        run.log(f"encoder: {encoder_init}")
+    train_split, subset = train_subset(cfg, train_split)
+    if cfg.train_fraction < 1:
+        run.log(f"--train-fraction {cfg.train_fraction}: {subset['patients']} of {subset['of_patients']} patients, "
+                f"{subset['rows']} of {subset['of_rows']} samples (seed {cfg.seed})")
     for name, split in (("train", train_split), ("val", val_split), ("test", test_split)):
         if split is not None:
             check_prompt_columns(split.frame, cols, f"--{name}-data {split.source}", model.uses_text)
@@ -131,13 +159,13 @@ def train(
     if cfg.freeze_encoders:
         n = model.freeze_encoders()
         if n == 0:
-            raise UserError(f"--freeze-encoders: model {cfg.model!r} has no pretrained encoders to freeze")
+            hint = " (give --encoder for the U-Net on a ResNet encoder)" if cfg.model == "unet" else ""
+            raise UserError(f"--freeze-encoders: model {cfg.model!r} has no pretrained encoders to freeze{hint}")
         run.log(f"froze {n} encoder parameter tensors")
     lr = cfg.lr if cfg.lr is not None else float(get_config(cfg.model, cfg.model_config).get("lr", 1e-3))
     optimizer = make_optimizer(model, lr, cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg)
     loss_fn = make_loss(cfg)
-    folder = run.path / artefacts.CKPT_DIR
 
     size = model.input_size
     train_ds = SegDataset(train_split.frame, cache_for(train_split, size, cfg, accelerator, progress), model.mean,
@@ -145,7 +173,6 @@ def train(
     val_ds = SegDataset(val_split.frame, cache_for(val_split, size, cfg, accelerator, progress), model.mean,
                         model.std, cols[:1], cfg.seed, False, model.uses_text)
 
-    state = None if run.fresh else ckpt.load_training_state(folder)
     book = {"epoch": 0, "best_dice": -math.inf, "best_epoch": 0, "bad_epochs": 0, "elapsed": 0.0,
             "time_to_best": None, "done": False, "stopped_early": False}
     ckpt.restore_book(run, folder, model, book, state, cfg.epochs, cfg.to_dict())
@@ -192,8 +219,9 @@ def train(
 
     summary: dict[str, Any] = {
         "model": cfg.model, "model_config": cfg.model_config, "prompt": cfg.prompt,
-        "freeze_encoders": cfg.freeze_encoders, "init_from": cfg.init_from,
-        "data": {"train": _sources(train_split), "val": _sources(val_split), "test": _sources(test_split)},
+        "freeze_encoders": cfg.freeze_encoders, "init_from": cfg.init_from, "encoder": encoder_init,
+        "data": {"train": {**_sources(train_split), "subset": subset}, "val": _sources(val_split),
+                 "test": _sources(test_split)},
         "best_epoch": book["best_epoch"], "best_val_dice": book["best_dice"], "time_to_best_s": book["time_to_best"],
         "epochs_run": book["epoch"], "stopped_early": book["stopped_early"], "train_time_s": book["elapsed"],
     }

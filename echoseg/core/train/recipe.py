@@ -4,6 +4,10 @@ Defaults: loss 1.0 x soft Dice + 0.2 x BCE; AdamW (weight decay 1e-3) at the mod
 CLIPSeg); ReduceLROnPlateau (factor 0.1, patience 5) on the validation loss; gradient-norm clipping at 0.5; early
 stopping when the validation Dice has not improved for 20 epochs; the best-validation-Dice checkpoint is kept and
 evaluated on the test split at 512x512 with threshold 0.5.
+
+``encoder`` (U-Net only) puts the U-Net on a ResNet encoder from a pretrain run, ImageNet weights or random
+initialisation (:mod:`echoseg.core.models.unet_resnet`); ``train_fraction`` trains on a seeded patient-level subset of
+the train split (:mod:`echoseg.core.data.subset`), the 1 % / 10 % / 100 % curves of SynCXR.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 from echoseg.core.config import StageConfig, check_all
 from echoseg.core.errors import UserError
 from echoseg.core.models import list_models
+from echoseg.core.models.unet_resnet import parse_encoder
 from echoseg.core.train.losses import DiceBCELoss
 
 
@@ -29,6 +34,8 @@ class TrainConfig(StageConfig):
     input_size: int | None = None  # overrides the model config (small values for tests)
     prompt: str = "p7"
     freeze_encoders: bool = False
+    encoder: str | None = None  # U-Net only: vlp:PRETRAIN_RUN, imagenet:FILE or random
+    train_fraction: float = 1.0  # seeded patient-level subset of the train split
     epochs: int = 100
     batch_size: int = 32
     lr: float | None = None  # None: the model config's lr
@@ -68,8 +75,13 @@ class TrainConfig(StageConfig):
             (self.input_size is None or self.input_size >= 8, f"input_size must be >= 8, got {self.input_size}"),
             (self.precision in ("no", "fp16", "bf16"), f"--precision must be no, fp16 or bf16, got {self.precision!r}"),
             (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
+            (self.encoder is None or self.model == "unet", f"--encoder: only the U-Net takes a ResNet encoder "
+             f"(--model unet), not --model {self.model!r}"),
+            (0 < self.train_fraction <= 1, f"--train-fraction must be in (0, 1], got {self.train_fraction}"),
         ]
         check_all(checks)
+        if self.encoder is not None:
+            parse_encoder(self.encoder)
 
 
 def make_loss(cfg: TrainConfig) -> DiceBCELoss:
