@@ -108,8 +108,9 @@ def gloria_local_loss(img_regions: torch.Tensor, words_emb: torch.Tensor, cap_le
     then ``temp1`` x that, transposed, a softmax over the regions (the authors' ``attention_fn``); each word's
     attention-weighted region context ``c``; ``Z(i, j) = log agg_w exp(temp2 * cos(word_w, c_w))`` (``agg`` "sum"
     or "mean" over the caption's words). The B x B matrix ``temp3 * Z`` (rows images, columns captions) is scored
-    with cross-entropy both ways. Computed for every caption at once, padding words masked out; this holds a
-    (B, B, H*W, T) tensor, as many numbers as the authors' per-caption loop computes in total.
+    with cross-entropy both ways. Computed for every caption at once, padding words masked out and the columns after
+    the longest caption dropped; the largest tensors are (B, B, H*W, T) word-region scores, as many numbers as the
+    authors' per-caption loop computes in total (the (B, B, D, T) contexts are never formed: see the code).
 
     Args:
         img_regions: region features (B, D, H, W).
@@ -138,20 +139,24 @@ def gloria_local_loss(img_regions: torch.Tensor, words_emb: torch.Tensor, cap_le
     if len(lens) != b or not all(1 <= n <= t for n in lens):
         raise ValueError(f"cap_lens must give B={b} lengths in 1..{t}, got {lens}")
 
-    words_emb = words_emb[:, :, 1:]
+    t = max(lens)  # columns after the longest caption are padding for every caption: not computed
+    words_emb = words_emb[:, :, 1:1 + t]
     regions = img_regions.reshape(b, d, h * w)  # (B_img, D, R)
     lens_t = torch.tensor(lens, device=words_emb.device)
     pad = torch.arange(t, device=words_emb.device)[None, :] >= lens_t[:, None]  # (B_cap, T)
 
     # [i, j, r, w]: caption i's word w . image j's region r; softmax over the caption's words
-    attn = torch.einsum("idw,jdr->ijrw", words_emb, regions)
-    attn = attn.masked_fill(pad[:, None, None, :], float("-inf")).softmax(dim=-1)
+    raw = torch.einsum("idw,jdr->ijrw", words_emb, regions)
+    attn = raw.masked_fill(pad[:, None, None, :], float("-inf")).softmax(dim=-1)
     # [i, j, w, r]: then over the regions, sharpened by temp1
     attn = (attn.transpose(-1, -2) * temp1).softmax(dim=-1)
-    context = torch.einsum("jdr,ijwr->ijdw", regions, attn)  # (B_cap, B_img, D, T)
-
-    dots = torch.einsum("idw,ijdw->ijw", words_emb, context)
-    norms = words_emb.norm(dim=1)[:, None, :] * context.norm(dim=2)
+    # The word's attention-weighted context c = sum_r attn_r region_r is never built (it would be B x B x D x T):
+    # word . c = sum_r attn_r (word . region_r), and |c|^2 = attn^T G attn with G = the image's region Gram matrix.
+    dots = (attn * raw.transpose(-1, -2)).sum(dim=-1)  # (B_cap, B_img, T)
+    gram = torch.einsum("jdr,jds->jrs", regions, regions)  # (B_img, R, R)
+    ctx_sq = (torch.einsum("ijwr,jrs->ijws", attn, gram) * attn).sum(dim=-1)
+    ctx_norm = torch.where(ctx_sq > 0, ctx_sq, torch.ones_like(ctx_sq)).sqrt() * (ctx_sq > 0)
+    norms = words_emb.norm(dim=1)[:, None, :] * ctx_norm
     logits = (temp2 * _gloria_cosine(dots, norms)).masked_fill(pad[:, None, :], float("-inf"))
     sim = torch.logsumexp(logits, dim=-1)  # log sum_w exp(temp2 * cos), (B_cap, B_img)
     if agg == "mean":
