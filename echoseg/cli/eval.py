@@ -1,4 +1,5 @@
-"""`echoseg eval ...`: segmentation metrics of a trained run, aFD of ED/ES detection, CLIP mask quality."""
+"""`echoseg eval ...`: segmentation metrics of a trained run, aFD of ED/ES detection, CLIP mask quality, and the
+evaluation of pre-trained image-text encoders (zero-shot classification and grounding, linear probes)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from echoseg.cli.options import (
 )
 from echoseg.core.runs import run_context
 
-app = typer.Typer(help="Evaluate segmentations: Dice/IoU/HD95 of a trained run, aFD of ED/ES detection, "
-                  "CLIP mask quality.",
+app = typer.Typer(help="Evaluate segmentations (Dice/IoU/HD95 of a trained run, aFD of ED/ES detection, CLIP mask "
+                  "quality) and pre-trained image-text encoders (zero-shot classification and grounding, probes).",
                   no_args_is_help=True)
 
 DataOpt = Annotated[Path, typer.Option("--data", help="EchoNet-Dynamic folder (FileList.csv, VolumeTracings.csv, "
@@ -200,3 +201,124 @@ def seg(
     from echoseg.core.eval.seg import EvalSegConfig, load_seg_split, run_seg
 
     _evaluate(ctx, "seg", EvalSegConfig, load_seg_split, run_seg, out=out, name=name, config=config, sets=sets)
+
+
+PretrainRunOpt = Annotated[str, typer.Option(
+    "--run", help="A pretrain run (echoseg pretrain), or a released GLoRIA/MGCA .ckpt with --text-encoder.")]
+PromptsDataOpt = Annotated[Path, typer.Option("--data", help="A prompts run (manifest.csv with the task's column).")]
+TextEncoderOpt = Annotated[str | None, typer.Option(
+    "--text-encoder", help="The Bio_ClinicalBERT folder a released .ckpt needs (tokenizer, config.json).")]
+NBootOpt = Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples of the 95% CIs (0: none).")]
+CacheDirOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Where preprocessed caches go.")]
+
+
+@app.command("zeroshot")
+def zeroshot(
+    ctx: typer.Context,
+    run: PretrainRunOpt,
+    data: PromptsDataOpt,
+    task: Annotated[str, typer.Option(
+        "--task", help="view | phase | sex | quality | age | shape (classification), grounding, or a YAML task "
+        "file (column + classes with values and prompts).")] = "view",
+    split: Annotated[str, typer.Option("--split", help="The manifest split evaluated.")] = "test",
+    structure: Annotated[str, typer.Option(
+        "--structure", help="LV, MYO or LA: the structure a per-structure task (shape) reads and names.")] = "LV",
+    prompt: Annotated[str | None, typer.Option(
+        "--prompt", help="grounding: the manifest prompt column pK/pK_b as each structure's text (default: its "
+        "name).")] = None,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best or last weights of a pretrain run.")]
+    = "best",
+    threshold: Annotated[float | None, typer.Option(
+        "--threshold", help="grounding: the similarity threshold (default: the best mean Dice on the val split).")]
+    = None,
+    temperature: Annotated[float, typer.Option(
+        "--temperature", help="classification: softmax temperature of the class probabilities.")] = 0.1,
+    eval_size: Annotated[int, typer.Option(
+        "--eval-size", help="grounding: side of the scored maps (bilinear) and masks (nearest).")] = 512,
+    n_boot: NBootOpt = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 32,
+    text_encoder: TextEncoderOpt = None,
+    cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = "auto",
+    out: OutOpt = None,
+    name: NameOpt = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Zero-shot classification or grounding with a pre-trained image-text model (SynCXR's evaluation).
+
+    Classification: cosine similarity of each image with the class prompts (several prompts per class averaged),
+    softmax over the classes; AUC (one-vs-rest macro for more than two classes), F1 and accuracy with bootstrap
+    95% CIs. Images without a label are left out and counted.
+
+    Grounding (--task grounding): each structure's text against every image location, upsampled, thresholded and
+    scored with Dice, IoU and HD95 against the masks, in eval seg's per_sample.csv schema.
+
+    Writes per_sample.csv, summary.json and zeroshot.png (grounding.png). Compare runs with
+    echoseg stats wilcoxon A B --metric prob_true (classification) or --metric dice (grounding).
+
+    Example: echoseg eval zeroshot --run runs/pretrain/gloria --data runs/prompts-build/camus --task view
+    """
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
+    from echoseg.core.eval.zeroshot import EvalZeroshotConfig, load_zeroshot_inputs, run_zeroshot
+
+    _evaluate(ctx, "zeroshot", EvalZeroshotConfig, load_zeroshot_inputs, run_zeroshot, out=out, name=name,
+              config=config, sets=sets)
+
+
+@app.command("probe")
+def probe(
+    ctx: typer.Context,
+    run: PretrainRunOpt,
+    data: PromptsDataOpt,
+    task: Annotated[str, typer.Option(
+        "--task", help="view, phase, sex, quality, age (<40, 40-59, 60-79, >=80) or shape (of --structure).")],
+    fractions: Annotated[str, typer.Option(
+        "--fractions", help="Training fractions in (0, 1], comma-separated; each draws whole patients, seeded and "
+        "nested.")] = "0.01,0.1,1",
+    structure: Annotated[str, typer.Option(
+        "--structure", help="LV, MYO or LA: the structure whose row the shape task reads.")] = "LV",
+    split: Annotated[str, typer.Option(
+        "--split", help="Split to score: test or val (val also selects C, so it is optimistic).")] = "test",
+    c: Annotated[float | None, typer.Option(
+        "--c", help="LogisticRegression's C on standardised features (default: the lowest val log-loss in "
+        "0.001..100).")] = None,
+    max_iter: Annotated[int, typer.Option("--max-iter", help="LogisticRegression (lbfgs) iterations.")] = 1000,
+    finetune: Annotated[bool, typer.Option(
+        "--finetune/--no-finetune", help="Train the image backbone and a linear head (AdamW, early stopping) "
+        "instead of a linear probe on frozen features.")] = False,
+    epochs: Annotated[int, typer.Option("--epochs", help="--finetune: at most this many epochs.")] = 50,
+    lr: Annotated[float, typer.Option("--lr", help="--finetune: AdamW learning rate.")] = 1e-4,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="--finetune: AdamW weight decay.")] = 1e-6,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 32,
+    early_stop_patience: Annotated[int, typer.Option(
+        "--early-stop-patience", help="--finetune: stop after this many epochs without a lower val loss.")] = 10,
+    n_boot: NBootOpt = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the patient subsets, fine-tuning and bootstrap.")] = 0,
+    text_encoder: TextEncoderOpt = None,
+    cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "no",
+    out: OutOpt = None,
+    name: NameOpt = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Linear probe (or fine-tuning) of a pre-trained image encoder at several training fractions (SynCXR).
+
+    Features of the frozen image backbone, a StandardScaler + LogisticRegression per fraction of the training
+    patients (seeded, nested), scored on --split with AUC, F1 and accuracy and bootstrap 95% CIs.
+
+    Writes per_sample.csv (one row per fraction and image), subsets.csv, summary.json and fractions.png.
+    Compare two runs per fraction: echoseg stats wilcoxon A B --metric prob_true --key sample_id,fraction
+    --group-by fraction
+
+    Example: echoseg eval probe --run runs/pretrain/gloria --data runs/prompts-build/camus --task view
+    --fractions 0.01,0.1,1
+    """
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
+    from echoseg.core.eval.probe import EvalProbeConfig, load_probe_inputs, run_probe
+
+    _evaluate(ctx, "probe", EvalProbeConfig, load_probe_inputs, run_probe, out=out, name=name, config=config,
+              sets=sets)

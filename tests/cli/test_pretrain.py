@@ -85,3 +85,29 @@ def test_a_pretrain_run_is_not_a_segmenter(prompts, tmp_path, capsys):
     assert "a pretraining run" in capsys.readouterr().err
     assert main(["train", "--model", "vlp", "--config", "tiny", "--data", str(prompts / "real")]) == 2
     assert "not a segmentation model" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def pretrained(prompts, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pre") / "gloria"
+    assert main(["pretrain", "--method", "gloria", *TINY, "--data", str(prompts / "real"), "--text", "p3",
+                 "--out", str(out)]) == 0
+    return out
+
+
+def test_eval_zeroshot_and_probe_commands(prompts, pretrained, tmp_path, capsys):
+    data = str(prompts / "real")
+    cls = _run(["eval", "zeroshot", "--run", str(pretrained), "--data", data, "--task", "view", "--n-boot", "50",
+                "--device", "cpu", "--out", str(tmp_path / "zs")], capsys)
+    s = json.loads((cls / "summary.json").read_text())
+    assert s["task"] == "view" and {"value", "ci_low", "ci_high"} <= set(s["auc"])
+    grounding = _run(["eval", "zeroshot", "--run", str(pretrained), "--data", data, "--task", "grounding",
+                      "--eval-size", "32", "--device", "cpu", "--out", str(tmp_path / "gr")], capsys)
+    assert (grounding / "per_sample.csv").read_text().startswith("sample_id,image,structure,prompt,dice,iou,hd95")
+    probe = _run(["eval", "probe", "--run", str(pretrained), "--data", data, "--task", "phase", "--fractions",
+                  "0.5,1", "--n-boot", "50", "--device", "cpu", "--out", str(tmp_path / "pr")], capsys)
+    assert [f["fraction"] for f in json.loads((probe / "summary.json").read_text())["fractions"]] == [0.5, 1.0]
+    assert main(["eval", "zeroshot", "--run", str(pretrained), "--data", data, "--task", "colour"]) == 2
+    assert main(["eval", "probe", "--run", str(pretrained), "--data", data, "--task", "view",
+                 "--fractions", "0,1"]) == 2
+    assert "Traceback" not in capsys.readouterr().err

@@ -313,8 +313,10 @@ def load_official_checkpoint(path: str | Path, text_encoder: str | None = None,
     return model.eval()
 
 
-def load_vlp(spec: str | Path, text_encoder: str | None = None, option: str = "--run") -> tuple[VLPModel, str]:
-    """A pre-trained image-text model for evaluation: a `pretrain` run (its best weights) or a released ``.ckpt``.
+def load_vlp(spec: str | Path, text_encoder: str | None = None, option: str = "--run",
+             which: str = "best") -> tuple[VLPModel, str]:
+    """A pre-trained image-text model for evaluation: a `pretrain` run (its ``which`` weights, best or last) or a
+    released ``.ckpt``.
 
     Returns:
         ``(model in eval mode, description)``; the description names the run or the release.
@@ -322,7 +324,7 @@ def load_vlp(spec: str | Path, text_encoder: str | None = None, option: str = "-
     p = Path(spec)
     if p.is_file():
         return load_official_checkpoint(p, text_encoder=text_encoder).eval(), f"released checkpoint {p}"
-    model, info = load_trained_model(p, "best", option)
+    model, info = load_trained_model(p, which, option)
     if info.get("name") != "vlp":
         raise UserError(f"{option} {p}: not a pretrain run (model {info.get('name')!r})")
-    return model.eval(), f"pretrain run {p}"
+    return model.eval(), f"pretrain run {p}" + ("" if which == "best" else f" ({which} weights)")

@@ -38,3 +38,14 @@ def test_bootstrap_ci_is_seeded_and_brackets_the_value():
     assert a[0] <= auc(BINARY_Y, BINARY_S) <= a[1] and 0 < a[2] <= 300
     assert np.isnan(auc(np.zeros(4, int), np.random.rand(4, 2)))
     assert bootstrap_ci(auc, np.zeros(4, int), np.random.rand(4, 2), n_boot=20)[2] == 0
+
+
+@pytest.mark.parametrize(("labels", "scores"), [(BINARY_Y, BINARY_S), (MULTI_Y, MULTI_S)])
+def test_vectorised_bootstrap_equals_the_metrics_on_each_resample(labels, scores):
+    from echoseg.core.metrics.classification import METRICS, bootstrap_values
+
+    values = bootstrap_values(labels, scores, n_boot=60, seed=5)
+    idx = np.random.default_rng([5, 4049]).integers(0, len(labels), (60, len(labels)))
+    for name, metric in METRICS.items():
+        want = np.array([metric(labels[i], scores[i]) for i in idx])
+        np.testing.assert_allclose(values[name], want, atol=1e-12, equal_nan=True)
