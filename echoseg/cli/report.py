@@ -14,7 +14,7 @@ from echoseg.core.runs import run_context
 def report(
     ctx: typer.Context,
     runs: Annotated[list[Path], typer.Argument(
-        help="Finished runs: train, eval seg, stats wilcoxon, eval afd, distill.")],
+        help="Finished runs: train, eval seg, stats wilcoxon, eval afd, distill, pretrain, eval zeroshot, eval probe.")],
     out: OutOpt = None,
     name: NameOpt = None,
     config: ConfigOpt = None,
@@ -22,8 +22,9 @@ def report(
 ) -> None:
     """Summarise finished runs like the papers do.
 
-    A Dice table per model and training strategy (Synthetic Boost Table 2), paired tests with CIs (its Fig. 2)
-    and an aFD table (EchoDFKD).
+    A Dice table per model and training strategy (Synthetic Boost Table 2), paired tests with CIs (its Fig. 2),
+    an aFD table (EchoDFKD) and a pre-training table: retrieval, zero-shot and probe AUC with CIs and grounding
+    Dice per method and pre-training data real / synthetic / mix (SynCXR Tables 1 and 3).
 
     Each run's kind is read from its run.json; the run writes summary.md, summary.json and figure.png.
 

@@ -107,6 +107,12 @@ def test_eval_zeroshot_and_probe_commands(prompts, pretrained, tmp_path, capsys)
     probe = _run(["eval", "probe", "--run", str(pretrained), "--data", data, "--task", "phase", "--fractions",
                   "0.5,1", "--n-boot", "50", "--device", "cpu", "--out", str(tmp_path / "pr")], capsys)
     assert [f["fraction"] for f in json.loads((probe / "summary.json").read_text())["fractions"]] == [0.5, 1.0]
+    report = _run(["report", str(pretrained), str(cls), str(grounding), str(probe), "--out", str(tmp_path / "r")],
+                  capsys)
+    row = json.loads((report / "summary.json").read_text())["pretraining"][0]
+    assert row["method"] == "gloria" and row["data"] == "real" and row["zs_view_auc"] == s["auc"]["value"]
+    assert {"grounding_dice", "lp_phase_0.5_auc", "lp_phase_1_auc"} <= set(row)
+    assert "SynCXR" in (report / "summary.md").read_text()
     assert main(["eval", "zeroshot", "--run", str(pretrained), "--data", data, "--task", "colour"]) == 2
     assert main(["eval", "probe", "--run", str(pretrained), "--data", data, "--task", "view",
                  "--fractions", "0,1"]) == 2

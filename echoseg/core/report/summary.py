@@ -16,6 +16,8 @@ from rich.table import Table
 
 from echoseg.core.errors import UserError
 from echoseg.core.io import read_json
+from echoseg.core.report.pretraining import COMMANDS as PRETRAINING_COMMANDS
+from echoseg.core.report.pretraining import plot_panel, pretraining_table
 from echoseg.core.runs import Run
 from echoseg.core.stats.labels import lineage, lineage_note, looks_like_stamp, run_labels, training_strategy
 from echoseg.core.stats.report import fmt_metric, fmt_p, unit_of
@@ -111,12 +113,14 @@ def afd_row(run: Path, rec: dict[str, Any], summary: dict[str, Any], label: str 
 
 
 def collect(runs: list[Path]) -> dict[str, pd.DataFrame]:
-    """Sort runs by kind (from run.json) into the three tables."""
-    seg, stats, afd = [], [], []
+    """Sort runs by kind (from run.json) into the four tables."""
+    seg, stats, afd, pretraining = [], [], [], []
     for run in runs:
         rec, summary = _load(run)
         command = rec.get("command", "")
-        if command in ("train", "eval seg"):
+        if command in PRETRAINING_COMMANDS:
+            pretraining.append((Path(run), rec, summary))
+        elif command in ("train", "eval seg"):
             seg.append(seg_row(Path(run), rec, summary))
         elif command == "stats wilcoxon":
             stats.extend(stats_rows(Path(run), summary))
@@ -131,10 +135,11 @@ def collect(runs: list[Path]) -> dict[str, pd.DataFrame]:
                     afd.append(afd_row(Path(run), rec, block, label=f"{who} ({name})"))
         else:
             raise UserError(f"{run}: a '{command}' run has nothing to report (give train, eval seg, "
-                            "stats wilcoxon, eval afd or distill runs)")
-    if not (seg or stats or afd):
+                            "stats wilcoxon, eval afd, distill, pretrain, eval zeroshot or eval probe runs)")
+    if not (seg or stats or afd or pretraining):
         raise UserError("no runs to report")
-    return {"segmentation": pd.DataFrame(seg), "paired_tests": pd.DataFrame(stats), "afd": pd.DataFrame(afd)}
+    return {"segmentation": pd.DataFrame(seg), "paired_tests": pd.DataFrame(stats), "afd": pd.DataFrame(afd),
+            "pretraining": pretraining_table(pretraining)}
 
 
 def _missing(v: Any) -> bool:
@@ -170,8 +175,10 @@ def format_cell(column: str, value: Any, metric: str | None = None, units: bool 
         text = fmt_metric(x, metric or "dice", signed=True)
         unit = unit_of(metric or "dice")
         return f"{text} {unit}" if units and unit else text
-    if column.startswith(("dice", "iou")):
+    if column.startswith(("dice", "iou")) or column == "grounding_dice":
         return f"{x:.4f}"
+    if column.endswith(("_auc", "_r1")):
+        return f"{x:.3f}"
     if column.startswith("hd95"):
         return f"{x:.2f}"  # its header carries the unit (px)
     if column in ("p", "p_adj"):
@@ -207,6 +214,8 @@ def markdown(tables: dict[str, pd.DataFrame], note: str | None = None) -> str:
         "segmentation": "Segmentation: mean test Dice per structure (Synthetic Boost Table 2)",
         "paired_tests": "Paired Wilcoxon signed-rank tests on per-sample metrics, B - A (Synthetic Boost Fig. 2)",
         "afd": "ED/ES detection: average frame distance (EchoDFKD)",
+        "pretraining": "Vision-language pre-training: retrieval R@1, zero-shot and probe AUC [95% CI], grounding Dice "
+                       "per method and pre-training data (SynCXR Tables 1 and 3)",
     }
     parts = ["# echoseg summary", ""]
     if note:
@@ -231,6 +240,7 @@ SHOWN = {
     "segmentation": ("model", "strategy", "prompt", "dice_LV", "dice_MYO", "dice_LA", "dice_mean", "hd95_mean"),
     "paired_tests": ("comparison", "group", "metric", "n", "mean_diff", "ci_low", "ci_high", "p_adj"),
     "afd": ("segmenter", "aFD_ED_frames", "aFD_ES_frames", "aFD_ED_ms", "aFD_ES_ms", "videos"),
+    "pretraining": ("method", "data", "i2t_r1"),  # then every evaluation column the runs have
 }
 
 
@@ -243,6 +253,8 @@ def rich_table(key: str, df: pd.DataFrame) -> Table:
     """A compact rich table of the columns a reader looks at first (all columns are in summary.md)."""
     table = Table(title=key.replace("_", " "))
     cols = [c for c in SHOWN[key] if c in df.columns]
+    if key == "pretraining":
+        cols += [c for c in df.columns if c.endswith("_auc") or c == "grounding_dice"]
     for col in cols:
         table.add_column(_console_header(col), overflow="fold")
     for cells in table_rows(df, cols, units=True):
@@ -258,7 +270,8 @@ def figure(tables: dict[str, pd.DataFrame]):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # deferred: heavy import, loaded only when this path runs
 
-    panels = [k for k in ("segmentation", "paired_tests", "afd") if not tables[k].empty]
+    panels = [k for k in ("segmentation", "paired_tests", "afd", "pretraining")
+              if k in tables and not tables[k].empty]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
     for ax, key in zip(axes[0], panels, strict=True):
         df = tables[key]
@@ -285,6 +298,8 @@ def figure(tables: dict[str, pd.DataFrame]):
             unit = unit_of(metrics[0]) if len(metrics) == 1 else None
             ax.set_xlabel(f"mean {'/'.join(metrics)} difference B - A{f' ({unit})' if unit else ''} (95% CI)")
             ax.set_title("Paired tests")
+        elif key == "pretraining":
+            plot_panel(ax, df)
         else:
             x = np.arange(len(df))
             ax.bar(x - 0.2, df["aFD_ED_frames"].astype(float), 0.4, label="aFD ED")
