@@ -14,7 +14,8 @@ from echoseg.core.runs import run_context
 def report(
     ctx: typer.Context,
     runs: Annotated[list[Path], typer.Argument(
-        help="Finished runs: train, eval seg, stats wilcoxon, eval afd, distill, pretrain, eval zeroshot, eval probe.")],
+        help="Finished runs: train, eval seg, stats wilcoxon, eval afd, distill, pretrain, eval zeroshot, "
+        "eval probe.")],
     out: OutOpt = None,
     name: NameOpt = None,
     config: ConfigOpt = None,
