@@ -1,4 +1,5 @@
-"""Evaluation: segmentation metrics, ED/ES detection scored as aFD, and the CLIP mask-quality score (EchoDFKD).
+"""Evaluation: segmentation metrics, ED/ES detection scored as aFD, the CLIP mask-quality score (EchoDFKD), and
+pre-trained image-text encoders (SynCXR: zero-shot classification and grounding, linear probes).
 
 Entry points, one typed config and a run each (the `echoseg eval` commands):
 
@@ -6,6 +7,10 @@ Entry points, one typed config and a run each (the `echoseg eval` commands):
   (Dice, IoU, HD95; :mod:`echoseg.core.metrics.seg`).
 - :mod:`echoseg.core.eval.afd`: ``run_afd(EvalAfdConfig, run)``, ED/ES detection scored as aFD.
 - :mod:`echoseg.core.eval.echoclip`: ``run_echoclip(EvalEchoclipConfig, run)``, the CLIP mask-quality score.
+- :mod:`echoseg.core.eval.zeroshot`: ``run_zeroshot(EvalZeroshotConfig, run)``, zero-shot classification by class
+  prompts (tasks in :mod:`echoseg.core.eval.zeroshot_tasks`) or grounding (:mod:`echoseg.core.eval.grounding`).
+- :mod:`echoseg.core.eval.probe`: ``run_probe(EvalProbeConfig, run)``, linear probes at patient fractions, or
+  fine-tuning (:mod:`echoseg.core.eval.probe_finetune`).
 
 Helpers: :mod:`echoseg.core.eval.sources` (masks from files or a labelling model, and ``VideoEvalConfig``: the
 options afd and echoclip share), :mod:`echoseg.core.eval.predict` (a model over every frame of EchoNet videos); in
