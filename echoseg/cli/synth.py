@@ -1,4 +1,4 @@
-"""`echoseg synth ...`: mask-conditioned diffusion (train, generate) and text-to-image generation."""
+"""`echoseg synth ...`: mask-conditioned diffusion (train, generate), text-to-image generation and synthetic reports."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typer
 
 from echoseg.cli.options import (
     CacheDirOpt,
+    ConfigOpt,
     DeviceOpt,
     NameOpt,
     OutOpt,
@@ -27,8 +28,9 @@ from echoseg.core.models import list_configs
 from echoseg.core.runs import run_context
 
 app = typer.Typer(
-    help="Synthetic echo images: train a label-map-conditioned diffusion model, generate SDM CAMUS data sets "
-    "(perturbed label maps, optionally attribute-balanced) or text-to-image with a local diffusers pipeline.\n\n"
+    help="Synthetic echo images and reports: train a label-map-conditioned diffusion model, generate SDM CAMUS data "
+    "sets (perturbed label maps, optionally attribute-balanced) or text-to-image with a local diffusers pipeline; "
+    "write entity-balanced, verified synthetic reports (SynCXR).\n\n"
     "Example: MODEL=$(echoseg synth train --data $CAMUS --config tiny --size 64 --steps 200)",
     no_args_is_help=True,
 )
@@ -267,4 +269,97 @@ def _generate_text(cfg: dict, out: Path | None, name: str | None, resume: Path |
         generate_from_prompts(run, cfg["pipeline"], cfg["prompts"], count_per_prompt=int(cfg["count_per_prompt"]),
                               guidance=guidance, steps=int(cfg["steps"]), batch_size=int(cfg["batch_size"]),
                               seed=int(cfg["seed"]), precision=cfg["precision"], device=cfg["device"])
+    emit_run_path(run.path)
+
+
+_REPORTS_EPILOG = """The SynCXR-style chain, entities -> reports -> images -> curation -> pre-training corpus (bash):
+
+  REPORTS=$(echoseg synth reports --entities $PROMPTS --writer llm:/models/Llama-3.1-8B-Instruct --count 20000)
+
+  IMAGES=$(echoseg synth generate --pipeline /models/sd-echo --prompts $REPORTS/reports.csv)
+
+then curate the images and pre-train on the image-report pairs (see README, Synthetic reports).
+
+Toy data: echoseg synth reports --entities $PROMPTS --count 200 --tau-max 120
+"""
+
+
+@app.command("reports", epilog=_REPORTS_EPILOG)
+def reports(
+    ctx: typer.Context,
+    entities: Annotated[Path | None, typer.Option(
+        "--entities", help="A prompts (or data) run whose attribute values are the entities; with --ner a prompts "
+        "run (its reports.csv) or a reports file (.csv with a report or text column, .txt one a line).")] = None,
+    ner: Annotated[str | None, typer.Option(
+        "--ner", help="A local token-classification model folder (e.g. RaTE-NER-Deberta): extract the entities from "
+        "free-text reports instead; its entity groups are the categories.")] = None,
+    writer: Annotated[str, typer.Option(
+        "--writer", help="template (deterministic wordings, no model) or llm:PATH (a local transformers causal LM "
+        "folder; its chat template if it has one).")] = "template",
+    count: Annotated[int, typer.Option("--count", help="Entity sets to draw, one report each.")] = 1000,
+    sampling: Annotated[str, typer.Option(
+        "--sampling", help="balanced (uniform draws, an entity at --tau-max re-drawn; SynCXR) or natural (the real "
+        "frequencies, uncapped: the paper's ablation).")] = "balanced",
+    tau_max: Annotated[int | None, typer.Option(
+        "--tau-max", help="Balanced: the most reports any one entity may appear in (default: the smallest cap that "
+        "fills every category).")] = None,
+    per_category: Annotated[int, typer.Option(
+        "--per-category", help="Entities a report draws from each NER category (attribute categories: one).")] = 1,
+    min_count: Annotated[int, typer.Option(
+        "--min-count", help="Leave out entities named by fewer real reports than this.")] = 1,
+    max_tries: Annotated[int, typer.Option(
+        "--max-tries", help="Writes per report until its extracted entities equal the sampled ones; then dropped.")]
+    = 5,
+    splits: Annotated[str, typer.Option(
+        "--splits", help="Real splits whose reports form the inventory (the test split stays unseen).")] = "train,val",
+    val_fraction: Annotated[float, typer.Option(
+        "--val-fraction", help="Share of the verified reports assigned to val (seeded); the rest train.")] = 0.1,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Reports per generation / NER batch.")] = 8,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="LLM: tokens per report at most.")] = 160,
+    temperature: Annotated[float, typer.Option(
+        "--temperature", help="LLM sampling temperature (0: greedy, so a re-query repeats itself).")] = 0.7,
+    top_p: Annotated[float, typer.Option("--top-p", help="LLM nucleus sampling.")] = 0.95,
+    config: ConfigOpt = None,
+    precision: PrecisionOpt = "no",
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    out: OutOpt = None,
+    name: NameOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Write a synthetic report corpus from balanced entity sets, each report verified (SynCXR).
+
+    1. Entity inventory: the attribute values of --entities (view, phase, sex, age band, quality, shape per
+    structure), or with --ner the entities a token-classification model finds in its free-text reports.
+
+    2. Entity sets: each report draws its entities category by category; a running frequency f(e) is kept and an
+    entity with f(e) >= --tau-max is re-drawn while the rest of the set stays (--sampling natural: the real
+    frequencies instead). Seeded.
+
+    3. A writer per set, checked by extracting the entities again (word-boundary vocabulary matching, or the NER
+    model); a mismatch is written again up to --max-tries, a report that never matches is dropped and counted.
+
+    Writes entities.csv (entity, category, count, natural, sampled, kept), entities.png (the long tail),
+    balance.png (before/after), reports.csv (report_id, split, text, prompt, entities, extracted, tries, seed, and
+    the attribute columns), dropped.csv and summary.json (frequency tables real/natural/sampled/kept, max/min
+    spread, verification statistics). reports.csv is the --prompts file of `synth generate --pipeline`.
+
+    Example: echoseg synth reports --entities runs/prompts-build/camus --count 2000 --tau-max 600
+    """
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
+    from echoseg.core.synth.reports import SynthReportsConfig, prepare, run_reports
+
+    cfg = resolve(ctx, config, sets)
+    cfg["entities"] = str(Path(cfg["entities"]).resolve()) if cfg.get("entities") else ""
+    if cfg.get("ner") and Path(cfg["ner"]).expanduser().exists():  # a local folder (not a hub id): record it absolute
+        cfg["ner"] = str(Path(cfg["ner"]).expanduser().resolve())
+    llm = str(cfg["writer"])[len("llm:"):].strip() if str(cfg["writer"]).startswith("llm:") else ""
+    if llm and Path(llm).expanduser().exists():
+        cfg["writer"] = "llm:" + str(Path(llm).expanduser().resolve())
+    _common(cfg)
+    rc = SynthReportsConfig.from_dict(cfg)
+    inputs = prepare(rc)
+    run = _open("reports", cfg, out, name, {"entities": cfg["entities"]}, None)
+    with run_context(run):
+        run_reports(rc, run, inputs)
     emit_run_path(run.path)
