@@ -151,7 +151,9 @@ def import_dicom(
 ) -> None:
     """Import DICOM cines as an EchoNet-Dynamic-layout data set (grey AVI + FileList.csv).
 
-    Frame rate from FrameTime, FrameTimeVector or CineRate (dicom_sources.csv and summary.json say which). Only
+    Frame rate from FrameTime, FrameTimeVector or CineRate (dicom_sources.csv and summary.json say which). The
+    pixel size (PixelSpacing or the ultrasound region's PhysicalDeltaX/Y), rescaled to the written frames, goes to
+    FileList.csv's PhysicalDeltaY/X in cm (eval ef's volumes in mL; empty when the file has none). Only
     Modality US unless --any-modality; BurnedInAnnotation=YES is refused unless --crop region or
     --allow-burned-in. No source path and no patient name, id or birth date is written: dicom_sources.csv
     identifies each source by the sha256 of its absolute path.

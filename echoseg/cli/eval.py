@@ -322,3 +322,64 @@ def probe(
 
     _evaluate(ctx, "probe", EvalProbeConfig, load_probe_inputs, run_probe, out=out, name=name, config=config,
               sets=sets)
+
+
+@app.command("ef")
+def ef(
+    ctx: typer.Context,
+    data: DataOpt,
+    masks: Annotated[Path | None, typer.Option(
+        "--masks", help="Folder of per-video LV masks <FileName>.npz/.npy ((T, H, W) arrays, 0..255 or "
+        "probabilities) or <FileName>.avi, every frame.")] = None,
+    run_dir: RunOpt = None,
+    teacher: TeacherOpt = None,
+    split: Annotated[str, typer.Option(help="TRAIN, VAL, TEST or all (rows of FileList.csv to evaluate).")] = "TEST",
+    volume: Annotated[str, typer.Option(
+        help="disks: single-plane method of disks (Simpson), 20 disks across the long axis, as EchoNet-Dynamic's "
+        "tracings; area-length: V = 8 A^2 / (3 pi L).")] = "disks",
+    phase_source: Annotated[str, typer.Option(
+        "--phase-source", help="detected: ED/ES frames from the LV area curve as eval afd (near the traced frames "
+        "when there are some); tracings: the frames traced in VolumeTracings.csv (larger area = ED).")]
+    = "detected",
+    threshold: Annotated[float | None, typer.Option(
+        help="A pixel is LV when its value is above this. With --masks: default 127 for integer masks (uint8, "
+        "AVI), 0.5 for float (probabilities) and boolean masks; with --run/--teacher: a probability, default "
+        "0.5.")] = None,
+    save_masks: SaveMasksOpt = False,
+    batch_size: ModelBatchOpt = 32,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    skip_bad: SkipBadOpt = False,
+    device: DeviceOpt = "auto",
+    out: OutOpt = None,
+    name: NameOpt = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Ejection fraction from the LV masks at the ED and ES frames, against FileList.csv's EF.
+
+    Per video: the ED and ES frames (--phase-source), then EDV and ESV from the masks of those two frames
+    (--volume), EF = 100 (EDV - ESV) / EDV.
+
+    The long axis is the mask's principal axis; its length is the mask's extent along it (apex to mitral plane).
+
+    Volumes are in mL when FileList.csv gives the pixel size in cm (PhysicalDeltaY/X, written by data import-dicom
+    from the ultrasound region calibration and by data toy echonet), else in cubic pixels; EF needs no calibration.
+
+    Videos without a reference EF (DICOM imports) are scored alone and counted.
+
+    Masks come from --masks, or a model run over every frame of every selected video: --run (an echoseg
+    segmentation run) or --teacher (deeplabv3:CKPT or run:TRAIN_RUN); --save-masks keeps its masks.
+
+    Writes per_video.csv, summary.json (MAE, RMSE, R2 = 1 - SS_res/SS_tot, Bland-Altman bias and limits of
+    agreement of EF), bland_altman.png and scatter.png.
+
+    Example: echoseg eval ef --data toy/echonet --masks toy/echonet/Masks --split all --out runs/ef
+
+    Example: echoseg eval ef --data EchoNet-Dynamic --teacher deeplabv3:deeplabv3_resnet50_random.pt --volume
+    area-length
+    """
+    # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
+    from echoseg.core.eval.ef import EvalEfConfig, load_ef_inputs, run_ef
+
+    _evaluate(ctx, "ef", EvalEfConfig, load_ef_inputs, run_ef, out=out, name=name, config=config, sets=sets)

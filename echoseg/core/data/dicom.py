@@ -9,7 +9,9 @@ frames, so brightness does not flicker); MONOCHROME1 is inverted.
 Frame rate (the first present, > 0): FrameTime (0018,1063, ms per frame), FrameTimeVector (0018,1065, ms between
 each frame and the previous one, the first value 0: the mean increment is used), CineRate (0018,0040, frames per
 second), then RecommendedDisplayFrameRate (0008,2144, a display rate: warned about). Pixel spacing (dy, dx) in mm:
-PixelSpacing, else the first SequenceOfUltrasoundRegions (0018,6011) item whose PhysicalUnitsX/YDirection are cm.
+PixelSpacing, else the first SequenceOfUltrasoundRegions (0018,6011) item whose PhysicalUnitsX/YDirection are cm
+(with ``--crop region``: that region's PhysicalDeltaY/X). An import rescales it to the written frames (padding
+keeps it, resizing scales it) and writes it in cm to FileList.csv's PhysicalDeltaY/X (mm in dicom_sources.csv).
 
 Import (``import_dicom``) takes Modality US only unless ``any_modality``; refuses BurnedInAnnotation YES unless the
 frames are cropped to the ultrasound region or ``allow_burned_in``; keeps the aspect ratio (pads to a square
@@ -37,7 +39,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, iter_pixels
 
 from echoseg.core.console import console, track
-from echoseg.core.data.echonet import FILELIST_COLUMNS, TRACING_COLUMNS
+from echoseg.core.data.echonet import FILELIST_COLUMNS, SPACING_COLUMNS, TRACING_COLUMNS
 from echoseg.core.data.imaging import to_uint8
 from echoseg.core.data.video import write_video
 from echoseg.core.errors import UserError, first_line
@@ -406,14 +408,16 @@ def import_dicom(files: list[Path], root: Path, size: int = 112, split: str = "T
     """Convert DICOM cines into an EchoNet-Dynamic layout at ``root``.
 
     Writes ``Videos/<name>.avi`` (grey), ``FileList.csv`` (EF/ESV/EDV empty; FPS from the file, else
-    DEFAULT_FPS with a warning), a header-only ``VolumeTracings.csv`` and ``dicom_sources.csv`` (per clip: the
-    sha256 of the source's absolute path, original size, modality, photometric interpretation, fps and the
-    attribute it came from, crop box, padding, the first ultrasound region's PhysicalDeltaX/Y and units, pixel
-    spacing in mm of the written frames). Frames keep their aspect ratio: with ``size`` they are padded with
-    black to a centred square, then resized to size x size (area interpolation when shrinking); ``crop="region"``
-    first cuts them to the first SequenceOfUltrasoundRegions rectangle. Every file is checked (see ``admit``)
-    before any video is written, so one bad file among many leaves nothing behind; those errors name the file as
-    given. No source path and no patient name, id or birth date is written (a later error names the clip).
+    DEFAULT_FPS with a warning; PhysicalDeltaY/X: the pixel size of the written frames in cm, empty when the file
+    records none, so that `eval ef` gives volumes in mL), a header-only ``VolumeTracings.csv`` and
+    ``dicom_sources.csv`` (per clip: the sha256 of the source's absolute path, original size, modality,
+    photometric interpretation, fps and the attribute it came from, crop box, padding, the first ultrasound
+    region's PhysicalDeltaX/Y and units, pixel spacing in mm of the written frames). Frames keep their aspect
+    ratio: with ``size`` they are padded with black to a centred square, then resized to size x size (area
+    interpolation when shrinking); ``crop="region"`` first cuts them to the first SequenceOfUltrasoundRegions
+    rectangle. Every file is checked (see ``admit``) before any video is written, so one bad file among many
+    leaves nothing behind; those errors name the file as given. No source path and no patient name, id or birth
+    date is written (a later error names the clip).
 
     Args:
         files: DICOM files; names are their file names without ``.dcm`` (made unique), or ``dicom_<hash>`` for a
@@ -483,7 +487,8 @@ def import_dicom(files: list[Path], root: Path, size: int = 112, split: str = "T
                 f"({fps:.4g} fps)")
         write_video(root / "Videos" / f"{name}.avi", frames, fps)
         out_h, out_w = frames.shape[1:]
-        rows.append([name, np.nan, np.nan, np.nan, out_h, out_w, fps, t, split])
+        cm = (spacing[0] / 10.0, spacing[1] / 10.0) if spacing else (np.nan, np.nan)
+        rows.append([name, np.nan, np.nan, np.nan, out_h, out_w, fps, t, split, *cm])
         region = clip.region
         sources.append({
             "FileName": name, "source_sha256": source_hash(item.path), "original_height": h, "original_width": w,
@@ -501,7 +506,7 @@ def import_dicom(files: list[Path], root: Path, size: int = 112, split: str = "T
             "spacing_y_mm": spacing[0] if spacing else np.nan,
             "spacing_x_mm": spacing[1] if spacing else np.nan,
         })
-    filelist = pd.DataFrame(rows, columns=FILELIST_COLUMNS)
+    filelist = pd.DataFrame(rows, columns=FILELIST_COLUMNS + SPACING_COLUMNS)
     write_csv(root / "FileList.csv", filelist)
     write_csv(root / "VolumeTracings.csv", pd.DataFrame(columns=TRACING_COLUMNS))
     write_csv(root / SOURCES_FILE, pd.DataFrame(sources))
@@ -520,4 +525,5 @@ def import_summary(root: str | Path) -> dict[str, Any]:
         "fps_sources": {str(k): int(v) for k, v in sources["fps_source"].value_counts().items()},
         "crop": str(sources["crop"].iloc[0]) if len(sources) else "none",
         "modalities": {str(k): int(v) for k, v in sources["modality"].value_counts().items()},
+        "videos_with_pixel_spacing": int(filelist.reindex(columns=SPACING_COLUMNS).notna().all(axis=1).sum()),
     }

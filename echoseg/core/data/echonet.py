@@ -9,6 +9,9 @@ Conventions used throughout echoseg:
 - For each traced frame the first row is the long axis; the other rows are the disks (X1, Y1) - (X2, Y2). The
   LV polygon runs through X1/Y1 of rows 2.. then X2/Y2 of rows 2.. reversed (as EchoNet-Dynamic's own code).
 - ED and ES of the traced frames are decided by traced area (larger = ED), never by row order.
+- Optional FileList.csv columns ``PhysicalDeltaY`` and ``PhysicalDeltaX`` give a video's pixel size in cm per
+  pixel of its frames (DICOM's ultrasound-region calibration, as ``data import-dicom`` writes it, rescaled to the
+  written frames; the toy data sets write theirs); empty when unknown. EchoNet-Dynamic itself has none.
 - A video must decode to its ``NumberOfFrames`` within ``FRAME_COUNT_TOLERANCE`` (1) frame (some encoders drop or
   duplicate a trailing frame) and to its ``FrameHeight`` x ``FrameWidth``; its traced frames must lie inside it.
   ``check_echonet`` (``data check``) lists every video that does not; the stages read videos with the same checks
@@ -36,6 +39,7 @@ FILELIST_COLUMNS = ["FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth",
 REQUIRED_FILELIST_COLUMNS = ("FileName", "Split")
 NUMERIC_COLUMNS = ("EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames")
 TRACING_COLUMNS = ["FileName", "X1", "Y1", "X2", "Y2", "Frame"]
+SPACING_COLUMNS = ["PhysicalDeltaY", "PhysicalDeltaX"]  # optional: cm per pixel of the frames (dy, dx)
 SPLIT_NAMES = ("TRAIN", "VAL", "TEST")
 STATS_VIDEOS = 128  # videos EchoNet-Dynamic's get_mean_and_std samples by default
 
@@ -88,6 +92,9 @@ def read_filelist(root: str | Path) -> pd.DataFrame:
     df["Split"] = df["Split"].fillna("").astype(str).str.strip().str.upper()
     for col in NUMERIC_COLUMNS:
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else np.nan
+    for col in SPACING_COLUMNS:
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
     dup = df["FileName"].duplicated()
     if dup.any():
         raise UserError(f"{path}: FileName {df.loc[dup, 'FileName'].iloc[0]!r} listed more than once")
@@ -127,6 +134,15 @@ def read_tracings(root: str | Path) -> dict[str, dict[int, np.ndarray]]:
     for (name, frame), idx in keys.groupby(["n", "f"], sort=False).indices.items():
         out.setdefault(name, {})[int(frame)] = xy[np.sort(idx)]
     return out
+
+
+def pixel_spacing_cm(row: Mapping) -> tuple[float, float] | None:
+    """(dy, dx) in cm per pixel from a FileList.csv row's PhysicalDeltaY/X, or None when either is missing, empty,
+    or not a positive number."""
+    values = [pd.to_numeric(row.get(c), errors="coerce") if c in row else np.nan for c in SPACING_COLUMNS]
+    if all(pd.notna(v) and np.isfinite(v) and v > 0 for v in values):
+        return float(values[0]), float(values[1])
+    return None
 
 
 def tracing_polygon(rows: np.ndarray) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 Layout written at ``root`` (the published EchoNet-Dynamic one, plus truth for tests and later stages)::
 
-    FileList.csv          FileName (no .avi), EF, ESV, EDV, FrameHeight, FrameWidth, FPS, NumberOfFrames, Split
+    FileList.csv          FileName (no .avi), EF, ESV, EDV, FrameHeight, FrameWidth, FPS, NumberOfFrames, Split,
+                          then PhysicalDeltaY, PhysicalDeltaX (the pixel size in cm, as a DICOM import writes)
     VolumeTracings.csv    FileName (with .avi), X1, Y1, X2, Y2, Frame: one ED and one ES frame per video, each a
                           long-axis row then 20 disk rows (X1, Y1 one wall, X2, Y2 the other)
     Videos/<name>.avi     grey frames (lossless FFV1 when OpenCV can write it)
@@ -13,7 +14,12 @@ The LV cavity is a convex truncated ellipse (apex up, flat mitral plane at the b
 lambda(t): 1 at end-diastole, ``lambda_es`` at end-systole, over several cardiac cycles (cusped extremes, so the
 true ED/ES frames are strict area extremes). Volumes: single-plane method of disks on the written tracings
 (``echonet.tracing_volume``) with a pixel size of ``0.16 * 112 / size`` cm, so EDV, ESV and
-EF = 100 * (EDV - ESV) / EDV in FileList.csv are exactly those recomputed from VolumeTracings.csv.
+EF = 100 * (EDV - ESV) / EDV in FileList.csv are exactly those recomputed from VolumeTracings.csv, and EF is
+``100 * (1 - lambda_es^3)`` (every length scales with lambda). The tracing and the drawn cavity are one shape:
+the tracing's 20 chords are the cavity's widths at the centres of 20 equal slices of its long axis, and a pixel
+is cavity when its centre lies inside that shape, so the method of disks on the true masks
+(:mod:`echoseg.core.metrics.volumes`) gives FileList.csv's EF within pixel noise (at 112 px: 0.4 points on average,
+under 2 at worst).
 """
 
 from __future__ import annotations
@@ -25,14 +31,19 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from echoseg.core.data.echonet import FILELIST_COLUMNS, TRACING_COLUMNS, normalize_name, tracing_volume
+from echoseg.core.data.echonet import (
+    FILELIST_COLUMNS,
+    SPACING_COLUMNS,
+    TRACING_COLUMNS,
+    normalize_name,
+    tracing_volume,
+)
 from echoseg.core.data.video import write_video
 from echoseg.core.errors import UserError
 from echoseg.core.io import atomic_path, write_csv
 
 TOY_FPS = 30.0
 N_DISKS = 20
-CONTOUR_POINTS = 48  # per side of the cavity outline
 
 
 def toy_cm_per_pixel(size: int) -> float:
@@ -74,11 +85,17 @@ class _Heart:
         centre = self.apex + s[:, None] * self.axis
         return centre + w[:, None] * self.normal, centre - w[:, None] * self.normal
 
-    def outline(self, scale: float) -> np.ndarray:
-        """Closed cavity outline (x, y) at a given scale (1 = ED)."""
-        u = np.linspace(0.0, 1.0, CONTOUR_POINTS)
-        side_a, side_b = self._points(u * self.length * scale, self.profile(u) * self.half_width * scale)
-        return np.concatenate([side_a, side_b[::-1]])
+    def cavity(self, scale: float, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """Boolean map of the pixels whose centre lies inside the cavity at a given scale (1 = ED).
+
+        Pixel (row r, column c) is centred on (x, y) = (c, r), as in the tracings. Centre inclusion neither grows
+        nor shrinks the shape (a polygon fill that keeps every pixel its outline touches grows it by about half a
+        pixel all round), so the mask's method-of-disks volume is that of the tracings, within pixel noise.
+        """
+        dx, dy = xs - self.apex[0], ys - self.apex[1]
+        u = (dx * self.axis[0] + dy * self.axis[1]) / (self.length * scale)
+        across = np.abs(dx * self.normal[0] + dy * self.normal[1])
+        return (u >= 0) & (u <= 1) & (across <= self.profile(u) * self.half_width * scale)
 
     def tracing(self, scale: float) -> np.ndarray:
         """EchoNet-style tracing rows (X1, Y1, X2, Y2): the long axis, then N_DISKS disks apex to base."""
@@ -93,12 +110,6 @@ class _Heart:
         """Boolean map of pixels beyond the mitral plane (below the LV base)."""
         base = self.apex + self.length * scale * self.axis
         return (xs - base[0]) * self.axis[0] + (ys - base[1]) * self.axis[1] > 0
-
-
-def _fill(points: np.ndarray, size: int) -> np.ndarray:
-    mask = np.zeros((size, size), np.uint8)
-    cv2.fillPoly(mask, [np.round(points * 16).astype(np.int32).reshape(-1, 1, 2)], 1, lineType=cv2.LINE_8, shift=4)
-    return mask
 
 
 def _ellipse(size: int, centre: np.ndarray, axes: tuple[float, float], angle_deg: float) -> np.ndarray:
@@ -129,7 +140,7 @@ def _render(heart: _Heart, scales: np.ndarray, contraction: np.ndarray, rng: np.
     masks = np.empty((n, size, size), np.uint8)
     speckle = rng.rayleigh(1.0 / math.sqrt(math.pi / 2), size=(n, size, size)).astype(np.float32)  # mean 1
     for t, (scale, c) in enumerate(zip(scales, contraction, strict=True)):
-        cavity = _fill(heart.outline(scale), size)
+        cavity = heart.cavity(scale, ys, xs).astype(np.uint8)
         r = max(1, int(round(heart.wall * (1.0 + 0.35 * c))))  # the wall thickens in systole
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
         wall = (cv2.dilate(cavity, kernel) > 0) & ~cavity.astype(bool) & ~heart.base_side(scale, ys, xs)
@@ -202,9 +213,9 @@ def write_toy_echonet(root: str | Path, videos: int = 8, frames: int = 64, size:
             tracings += [[f"{name}.avi", *map(float, r), frame] for r in trace]
         areas = masks.reshape(frames, -1).sum(axis=1)
         truth += [[name, t, int(areas[t]), bool(phase[t] == 0), bool(phase[t] == systole)] for t in range(frames)]
-        rows.append([name, 100.0 * (edv - esv) / edv, esv, edv, size, size, TOY_FPS, frames, splits[i]])
+        rows.append([name, 100.0 * (edv - esv) / edv, esv, edv, size, size, TOY_FPS, frames, splits[i], cm, cm])
 
-    filelist = pd.DataFrame(rows, columns=FILELIST_COLUMNS)
+    filelist = pd.DataFrame(rows, columns=FILELIST_COLUMNS + SPACING_COLUMNS)
     write_csv(root / "FileList.csv", filelist)
     write_csv(root / "VolumeTracings.csv", pd.DataFrame(tracings, columns=TRACING_COLUMNS))
     write_csv(root / "toy_truth.csv", pd.DataFrame(truth, columns=["FileName", "Frame", "Area", "is_ed", "is_es"]))
