@@ -23,6 +23,9 @@ from echoseg.core.eval.probe import (
 from echoseg.core.runs import Run, run_context
 from echoseg.core.stats.pairing import KeySpec, pair_tables, read_table
 
+# Trains a toy pre-training run first (15-25 s on 2 cores): the slow tier (`make test-slow`, run by CI);
+# tests/cli/test_pretrain.py runs both commands end to end in the fast tier.
+pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> dict[str, Path]:

@@ -33,6 +33,10 @@ from echoseg.core.runs import Run, run_context
 from echoseg.core.synth.balance import age_bin
 from echoseg.core.train.evaluate import EXTRA_COLUMNS, PER_SAMPLE_COLUMNS
 
+# Trains a toy pre-training run first (15-25 s on 2 cores): the slow tier (`make test-slow`, run by CI);
+# tests/cli/test_pretrain.py runs both commands end to end in the fast tier.
+pytestmark = pytest.mark.slow
+
 RANDOM_SEEDS = range(12)
 TEST_IMAGES = 16  # 20 toy patients: 4 test patients x 2 views x 2 phases
 

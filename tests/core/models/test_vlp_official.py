@@ -583,6 +583,7 @@ def _check_mgca(tmp_path, dims, vit: bool) -> None:
 def test_mgca_resnet50_release_small_bert(tmp_path) -> None:
     _check_mgca(tmp_path, SMALL, vit=False)
 
+@pytest.mark.slow
 
 def test_mgca_vit_base_release_small_bert(tmp_path) -> None:
     _check_mgca(tmp_path, SMALL, vit=True)

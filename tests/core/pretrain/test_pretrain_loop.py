@@ -37,8 +37,9 @@ def _metrics(path):
     return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize(("method", "config"), [("convirt", "tiny"), ("gloria", "tiny"), ("mgca", "tiny"),
-                                                ("mgca", "tiny-vit")])
+@pytest.mark.parametrize(("method", "config"), [
+    ("convirt", "tiny"), pytest.param("gloria", "tiny", marks=pytest.mark.slow),
+    pytest.param("mgca", "tiny", marks=pytest.mark.slow), ("mgca", "tiny-vit")])
 def test_each_method_writes_every_artefact(pairs_run, tmp_path, method, config):
     out = _run(_cfg(method=method, model_config=config), tmp_path / "run", pairs_run)
     ck = out / "checkpoints"
@@ -69,6 +70,7 @@ def test_each_method_writes_every_artefact(pairs_run, tmp_path, method, config):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["data"]["train"]["pairs"] == 52 and summary["data"]["train"]["source"] == {"real": 52}
 
+@pytest.mark.slow
 
 def test_resume_after_interrupt_matches_uninterrupted_run(pairs_run, tmp_path):
     cfg = _cfg(method="mgca", epochs=3, batch_size=16)  # prototypes frozen in epoch 1, BN heads, Sinkhorn
@@ -99,6 +101,7 @@ def test_resume_after_interrupt_matches_uninterrupted_run(pairs_run, tmp_path):
     wa, wb = load_file(full / "checkpoints/last.safetensors"), load_file(cut / "checkpoints/last.safetensors")
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
+@pytest.mark.slow
 
 def test_mix_of_real_and_synthetic_pairs_keeps_sources(pairs_run, synthetic_pairs_run, tmp_path):
     out = _run(_cfg(method="gloria", text="p3"), tmp_path / "mix", [pairs_run, synthetic_pairs_run])
@@ -106,6 +109,7 @@ def test_mix_of_real_and_synthetic_pairs_keeps_sources(pairs_run, synthetic_pair
     assert s["data"]["train"]["source"] == {"real": 52, "synthetic": 20}
     assert s["text"] == "p3" and len(s["data"]["train"]["runs"]) == 2
 
+@pytest.mark.slow
 
 def test_init_from_a_pretrain_run(pairs_run, tmp_path):
     pre = _run(_cfg(method="convirt"), tmp_path / "pre", pairs_run)
