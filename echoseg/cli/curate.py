@@ -18,6 +18,12 @@ _EPILOG = """Example (bash):
   CUR=$(echoseg curate $SYN --segmenter $UNET --bad bad/ --real $CAMUS --balance view,phase --tau-max 600)
 
   PROMPTS=$(echoseg prompts build $CUR)
+
+MLLM check of a text-to-image run (a local LLaVA-like folder), then pre-training on what it keeps:
+
+  CUR=$(echoseg curate $IMAGES --encoder pixels --mllm /models/llava-1.5-7b-hf --mllm-keep '^\\W*yes')
+
+  echoseg pretrain --data $CUR --text report
 """
 
 
@@ -55,6 +61,17 @@ def curate(
         "ARCH:/weights.pt).")] = None,
     clip_min: Annotated[float, typer.Option(
         "--clip-min", help='Keep when P("an echocardiography image" vs noise/blank) >= this.')] = 0.5,
+    mllm: Annotated[str | None, typer.Option(
+        "--mllm", help="A local image-text-to-text model folder (transformers, e.g. LLaVA, Qwen2-VL) that answers "
+        "--mllm-question about every image (SynCXR's MLLM check).")] = None,
+    mllm_question: Annotated[str, typer.Option(
+        "--mllm-question", help="The question asked per image (in the processor's chat template).")]
+    = "Is this a realistic echocardiography image? Answer yes or no.",
+    mllm_keep: Annotated[str, typer.Option(
+        "--mllm-keep", help="Keep an image when its answer matches this regular expression (case-insensitive).")]
+    = r"^\W*yes",
+    mllm_max_new_tokens: Annotated[int, typer.Option(
+        "--mllm-max-new-tokens", help="Tokens per answer at most (greedy).")] = 8,
     balance: Annotated[list[str] | None, typer.Option(
         "--balance", help="Attributes to cap after filtering, comma-separated (view,phase,sex,age,quality).")]
     = None,
@@ -66,7 +83,7 @@ def curate(
     max_saturated: Annotated[float, typer.Option(
         "--max-saturated", help="Sanity: maximum fraction of pixels at 255.")] = 0.1,
     skip: Annotated[list[str] | None, typer.Option(
-        "--skip", help="Filters to switch off: sanity, agreement, bad, dup, zero_shot, balance "
+        "--skip", help="Filters to switch off: sanity, agreement, bad, dup, zero_shot, mllm, balance "
         "(comma-separated or repeated).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 32,
     sheet_limit: Annotated[int, typer.Option("--sheet-limit", help="Thumbnails per contact sheet.")] = 48,
@@ -78,11 +95,12 @@ def curate(
     sets: SetOpt = None,
 ) -> None:
     """Filter a synthetic run: sanity, image-mask agreement, similarity to known-bad samples, near-copies of real
-    images, zero-shot CLIP quality, attribute caps.
+    images, zero-shot CLIP quality, an MLLM's answer to a quality question, attribute caps.
 
     Writes manifest.csv (kept rows, same schema: `prompts build` and `train` take the run), rejected.csv
     (sample, filter, check, score, threshold), scores.csv, summary.json and figures/ (contact sheets of kept and
-    rejected images, a histogram of every score). The input run is never modified.
+    rejected images, a histogram of every score). With --mllm every answer lands in scores.csv (mllm_answer) and a
+    rejected image's in rejected.csv (filter mllm, detail). The input run is never modified.
 
     Example: echoseg curate runs/synth-generate/x --segmenter runs/train/unet --real runs/data-toy-camus/y
     """
@@ -118,6 +136,12 @@ def curate(
             raise UserError(f"{option} {value}: not found")
     if cc.real is not None and Path(cc.real).is_dir() and not (Path(cc.real) / "manifest.csv").is_file():
         raise UserError(f"--real {cc.real}: no manifest.csv (expected a data run)")
+    if cc.mllm is not None:
+        from echoseg.core.curate.mllm import check_mllm
+
+        if Path(cc.mllm).expanduser().exists():
+            cc.mllm = cfg["mllm"] = str(Path(cc.mllm).expanduser().resolve())
+        check_mllm(cc.mllm)
     if cc.sheet_limit < 1:
         raise UserError(f"--sheet-limit must be >= 1, got {cc.sheet_limit}")
     inputs = {"synth": str(synth_run), "segmenter": cc.segmenter, "bad": cc.bad, "real": cc.real}

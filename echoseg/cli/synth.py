@@ -18,6 +18,7 @@ from echoseg.cli.options import (
     SeedOpt,
     SetOpt,
     emit_run_path,
+    explicit_params,
     open_run,
     resolve,
     resumed,
@@ -169,6 +170,20 @@ def generate(
     count_per_prompt: Annotated[int, typer.Option("--count-per-prompt", help="With --pipeline: images per prompt.")]
     = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per sampling batch and process.")] = 8,
+    regenerate_bad: Annotated[Path | None, typer.Option(
+        "--regenerate-bad", help="Known-bad exemplars (a folder of images or a run with manifest.csv): re-query a "
+        "sample with a new seed while its cosine similarity to any of them exceeds --bad-sim (SynCXR).")] = None,
+    bad_sim: Annotated[float, typer.Option(
+        "--bad-sim", help="With --regenerate-bad: a sample passes when its similarity is <= this.")] = 0.5,
+    max_tries: Annotated[int, typer.Option(
+        "--max-tries", help="With --regenerate-bad: tries per sample in all; a sample that never passes is given up "
+        "(left out, listed in regenerate.csv).")] = 3,
+    encoder: Annotated[str | None, typer.Option(
+        "--encoder", help="With --regenerate-bad: image embeddings pixels[:N] | open_clip:PATH | hf:PATH_OR_ID (as "
+        "`curate --encoder`).")] = None,
+    center: Annotated[bool, typer.Option(
+        "--center/--no-center", help="With --regenerate-bad: centre embeddings on the first pass's mean (as "
+        "curate).")] = True,
     cache_dir: Annotated[Path | None, typer.Option(
         "--cache-dir", help="Where preprocessed caches go (default: $ECHOSEG_CACHE/samples, "
         "else ~/.cache/echoseg/samples).")] = None,
@@ -184,9 +199,16 @@ def generate(
 
     With --model: each real label map is perturbed (affine + elastic, kept in the cone) and an image is sampled
     for it; writes <VIEW>_<PHASE>/{images,annotations}/<split>/patientNNNN_<VIEW>_<PHASE>_<split>_<k>.png,
-    plan.csv, manifest.csv (source attributes, perturbation, seed) and balance.json. With --pipeline: images/ and
-    prompts_manifest.csv. Sample i uses seed --seed + i; --resume RUN skips what exists and gives the same images.
-    Under `accelerate launch` (give --out) every process generates its share.
+    plan.csv, manifest.csv (source attributes, perturbation, seed) and balance.json. With --pipeline: images/,
+    prompts_manifest.csv and manifest.csv, an image-report corpus (`synth reports`' reports.csv as --prompts keeps
+    report_id, split and entities; `pretrain --data RUN --text report` takes the run). Sample i uses seed --seed + i;
+    --resume RUN skips what exists and gives the same images. Under `accelerate launch` (give --out) every process
+    generates its share.
+
+    With --regenerate-bad DIR every sample is embedded (--encoder) and compared with the known-bad images; while its
+    cosine similarity exceeds --bad-sim it is generated again with a new seed, up to --max-tries tries. A kept sample
+    never exceeds --bad-sim; one that never passes is given up: left out of the manifests, its attempts kept in
+    rejected/ and listed in regenerate.csv (tries, seeds, similarities) and summary.json.
 
     Example: echoseg synth generate --model $MODEL --masks $CAMUS --copies-per-mask 5 --balance view,sex --tau-max 400
     """
@@ -194,8 +216,11 @@ def generate(
         cfg = _resumed(ctx, resume, GENERATE_RESUMABLE, "synth generate")
     else:
         cfg = resolve(ctx, None, sets, exclude=("cache_dir",))
-        for key in ("model", "masks", "pipeline", "prompts"):
+        for key in ("model", "masks", "pipeline", "prompts", "regenerate_bad"):
             cfg[key] = str(Path(cfg[key]).resolve()) if cfg.get(key) else None
+        needs = sorted({"bad_sim", "max_tries", "encoder", "center"} & explicit_params(ctx))
+        if needs and not cfg.get("regenerate_bad"):
+            raise UserError(f"--{needs[0].replace('_', '-')} needs --regenerate-bad DIR (the known-bad images)")
     _common(cfg)
     if cfg.get("guidance") is not None and float(cfg["guidance"]) < 0:
         raise UserError(f"--guidance must be >= 0 (1: no guidance), got {cfg['guidance']}")
@@ -235,13 +260,16 @@ def _generate_masks(cfg: dict, out: Path | None, name: str | None, resume: Path 
         raise UserError("--tau-max needs --balance")
     _at_least_one(cfg, "steps", "batch_size", "copies_per_mask")
     guidance = 1.0 if cfg.get("guidance") is None else float(cfg["guidance"])
-    run = _open("generate", cfg, out, name, {"model": cfg["model"], "masks": cfg["masks"]}, resume)
+    gate = _gate(cfg)
+    inputs = {"model": cfg["model"], "masks": cfg["masks"], "regenerate_bad": cfg.get("regenerate_bad")}
+    run = _open("generate", cfg, out, name, inputs, resume)
     with run_context(run):
         run_generate(
             run, cfg["model"], cfg["masks"], count=cfg.get("count"), copies_per_mask=int(cfg["copies_per_mask"]),
             sampler=cfg["sampler"], steps=int(cfg["steps"]), guidance=guidance, balance=balance,
             tau_max=cfg.get("tau_max"), batch_size=int(cfg["batch_size"]), seed=int(cfg["seed"]),
-            precision=cfg["precision"], device=cfg["device"], cache_dir=cache_dir,
+            precision=cfg["precision"], device=cfg["device"], cache_dir=cache_dir, gate=gate,
+            max_tries=int(cfg.get("max_tries") or 1),
         )
     emit_run_path(run.path)
 
@@ -264,12 +292,30 @@ def _generate_text(cfg: dict, out: Path | None, name: str | None, resume: Path |
     read_prompts(cfg["prompts"])
     _at_least_one(cfg, "steps", "batch_size", "count_per_prompt")
     guidance = 4.0 if cfg.get("guidance") is None else float(cfg["guidance"])
-    run = _open("generate", cfg, out, name, {"pipeline": cfg["pipeline"], "prompts": cfg["prompts"]}, resume)
+    gate = _gate(cfg)
+    inputs = {"pipeline": cfg["pipeline"], "prompts": cfg["prompts"], "regenerate_bad": cfg.get("regenerate_bad")}
+    run = _open("generate", cfg, out, name, inputs, resume)
     with run_context(run):
         generate_from_prompts(run, cfg["pipeline"], cfg["prompts"], count_per_prompt=int(cfg["count_per_prompt"]),
                               guidance=guidance, steps=int(cfg["steps"]), batch_size=int(cfg["batch_size"]),
-                              seed=int(cfg["seed"]), precision=cfg["precision"], device=cfg["device"])
+                              seed=int(cfg["seed"]), precision=cfg["precision"], device=cfg["device"], gate=gate,
+                              max_tries=int(cfg.get("max_tries") or 1))
     emit_run_path(run.path)
+
+
+def _gate(cfg: dict):
+    """The known-bad gate of --regenerate-bad (None without it), built before the run opens: a missing folder or
+    an encoder that does not load exits 2 with nothing written."""
+    if not cfg.get("regenerate_bad"):
+        return None
+    # deferred: the curate stage (encoders, similarity) loads only when the option is given
+    from echoseg.core.curate.gate import BadImageGate
+
+    _at_least_one(cfg, "max_tries")
+    if not Path(cfg["regenerate_bad"]).exists():
+        raise UserError(f"--regenerate-bad {cfg['regenerate_bad']}: not found")
+    return BadImageGate(cfg["regenerate_bad"], cfg.get("encoder"), float(cfg["bad_sim"]),
+                        center=bool(cfg.get("center", True)), device=cfg["device"])
 
 
 _REPORTS_EPILOG = """The SynCXR-style chain, entities -> reports -> images -> curation -> pre-training corpus (bash):

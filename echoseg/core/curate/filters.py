@@ -11,7 +11,8 @@ Sanity checks (per image; an image failing one is not scored by the other filter
 - ``size``: the image is not the expected size, or its label map is not the image's size;
 - ``constant``: standard deviation of the grey levels (blank or constant images have ~0);
 - ``saturated``: fraction of pixels at the maximum grey level 255;
-- ``mask_empty``: pixels carrying any of the image's structure labels (must be >= 1);
+- ``mask_empty``: pixels carrying any of the image's structure labels (must be >= 1; not checked for an image
+  whose rows name no structure, label 0: a text-to-image sample);
 - ``no_cone``: for sector label maps (SDM CAMUS encoding), pixels of the cone label 2 (must be >= 1).
 """
 
@@ -115,14 +116,15 @@ def sanity_check_image(key: str, image_path: str, mask_path: str, labels: Sequen
             return scores, out
     scores["std"] = float(image.std())
     scores["saturated"] = float((image == 255).mean())
-    scores["label_pixels"] = int(np.isin(mask, list(labels)).sum())
+    structures = [v for v in labels if int(v) > 0]  # none: a text-to-image sample, no structure annotated
+    scores["label_pixels"] = int(np.isin(mask, structures).sum()) if structures else np.nan
     enc = encoding if encoding in ("sdm", "camus") else detect_encoding(mask)
     scores["cone_pixels"] = int((mask == SDM_CONE).sum()) if enc == "sdm" else np.nan
     if "constant" in cfg.checks and scores["std"] < cfg.min_std:
         out.append(_fail(key, image_path, "constant", scores["std"], cfg.min_std, ">="))
     if "saturated" in cfg.checks and scores["saturated"] > cfg.max_saturated:
         out.append(_fail(key, image_path, "saturated", scores["saturated"], cfg.max_saturated, "<="))
-    if "mask_empty" in cfg.checks and scores["label_pixels"] < 1:
+    if "mask_empty" in cfg.checks and structures and scores["label_pixels"] < 1:
         out.append(_fail(key, image_path, "mask_empty", scores["label_pixels"], 1, ">="))
     if "no_cone" in cfg.checks and enc == "sdm" and scores["cone_pixels"] < 1:
         out.append(_fail(key, image_path, "no_cone", scores["cone_pixels"], 1, ">="))

@@ -11,13 +11,17 @@ Pipeline (each filter switchable, each reported; filters act per image unless no
    ``bad_sim`` (SynCXR).
 4. ``dup``: cosine similarity to the nearest real image must not exceed ``dup_sim`` (near-copies of patients).
 5. ``zero_shot``: with a CLIP model, P("an echocardiography image" vs "noise", "a blank image") >= ``clip_min``.
-6. ``balance``: among the images left, each value of each ``balance`` attribute is capped at ``tau_max``.
+6. ``mllm``: a local image-text-to-text model answers ``mllm_question`` per image; kept when the answer matches the
+   regular expression ``mllm_keep`` (SynCXR; :mod:`echoseg.core.curate.mllm`). The answers go to scores.csv
+   (``mllm_answer``) and, for rejected images, to rejected.csv (``detail``).
+7. ``balance``: among the images left, each value of each ``balance`` attribute is capped at ``tau_max``.
 
 Outputs in the run: ``manifest.csv`` (kept rows, input schema), ``rejected.csv`` (one row per failed check:
 sample, image, structure, filter, check, score, threshold, keep_if, detail, primary — ``primary`` marks the first
 filter in pipeline order that rejected the image), ``scores.csv`` (every score of every image),
 ``embeddings/*.npy``, ``summary.json`` and ``figures/`` (contact sheets, score histograms). The input run is only
-read.
+read. Text-to-image runs (structure ``none``, an all-zero label map: no structure annotated) skip the label-map
+checks and image-mask agreement.
 """
 
 from __future__ import annotations
@@ -32,10 +36,17 @@ import pandas as pd
 from echoseg.core.config import StageConfig
 from echoseg.core.curate import filters as F
 from echoseg.core.curate.embed import Encoder, embed_files, make_encoder
+from echoseg.core.curate.mllm import DEFAULT_KEEP, DEFAULT_QUESTION, MllmJudge, ask_files, keep_pattern
 from echoseg.core.curate.report import score_stats, write_figures
-from echoseg.core.curate.similarity import center, max_cosine
+from echoseg.core.curate.similarity import nearest
 from echoseg.core.data.imaging import ITK_SUFFIXES, RASTER_SUFFIXES
-from echoseg.core.data.manifest import prompt_columns, read_manifest, relative_paths, write_manifest
+from echoseg.core.data.manifest import (
+    STRUCTURE_LABELS,
+    prompt_columns,
+    read_manifest,
+    relative_paths,
+    write_manifest,
+)
 from echoseg.core.data.sdm_camus import detect_sdm_camus, read_sdm_camus
 from echoseg.core.env import resolve_device
 from echoseg.core.errors import UserError
@@ -45,7 +56,7 @@ from echoseg.core.models.openclip import load_clip_model
 from echoseg.core.runs import Run
 from echoseg.core.synth.balance import attribute_values, distribution
 
-FILTERS = ("sanity", "agreement", "bad", "dup", "zero_shot", "balance")
+FILTERS = ("sanity", "agreement", "bad", "dup", "zero_shot", "mllm", "balance")
 
 
 @dataclass
@@ -64,6 +75,10 @@ class CurateConfig(StageConfig):
     center: bool = True
     clip_model: str | None = None
     clip_min: float = 0.5
+    mllm: str | None = None
+    mllm_question: str = DEFAULT_QUESTION
+    mllm_keep: str = DEFAULT_KEEP
+    mllm_max_new_tokens: int = 8
     balance: list[str] = field(default_factory=list)
     tau_max: int | None = None
     size: str = "auto"
@@ -95,6 +110,12 @@ class CurateConfig(StageConfig):
             raise UserError(f"--tau-max must be >= 1, got {self.tau_max}")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.mllm is not None:
+            keep_pattern(self.mllm_keep)
+            if not str(self.mllm_question).strip():
+                raise UserError("--mllm-question must not be empty")
+            if self.mllm_max_new_tokens < 1:
+                raise UserError(f"--mllm-max-new-tokens must be >= 1, got {self.mllm_max_new_tokens}")
         if self.min_std < 0:
             raise UserError(f"--min-std must be >= 0, got {self.min_std}")
         if str(self.size).strip().lower() not in ("auto", "any"):
@@ -111,7 +132,7 @@ class CurateConfig(StageConfig):
         """Whether filter ``name`` runs (its inputs are given and it is not skipped)."""
         needs = {"sanity": True, "agreement": self.segmenter is not None, "bad": self.bad is not None,
                  "dup": self.real is not None, "zero_shot": self.clip_model is not None,
-                 "balance": bool(self.balance)}
+                 "mllm": self.mllm is not None, "balance": bool(self.balance)}
         return bool(needs[name]) and name not in self.skip
 
 
@@ -179,9 +200,7 @@ def _load_segmenter(cfg: CurateConfig, device: str):
 def _similarity_filter(name: str, keys: list[str], images: list[str], emb: np.ndarray, ref_paths: list[str],
                        ref_emb: np.ndarray, mean: np.ndarray | None, threshold: float, device: str
                        ) -> tuple[np.ndarray, list[F.Finding]]:
-    if mean is not None:
-        emb, ref_emb = center(emb, mean), center(ref_emb, mean)
-    best, idx = max_cosine(emb, ref_emb, device=device)
+    best, idx = nearest(emb, ref_emb, mean, device)
     out = [F.Finding(k, im, name, "cosine", float(s), threshold, "<=", detail=ref_paths[j])
            for k, im, s, j in zip(keys, images, best, idx, strict=True) if s > threshold]
     return best, out
@@ -195,12 +214,12 @@ def _primary(rejected: pd.DataFrame) -> pd.Series:
 
 
 def curate(cfg: CurateConfig, run: Run, *, segmenter=None, encoder: Encoder | None = None, clip=None,
-           progress: bool = True) -> dict[str, Any]:
+           judge=None, progress: bool = True) -> dict[str, Any]:
     """Run the curation pipeline into ``run``; return the summary (also written as summary.json).
 
-    ``segmenter`` (a SegModel), ``encoder`` and ``clip`` (an ``echoseg.core.eval.echoclip.ClipModel``) replace
-    the ones the configuration names (used by tests and notebooks); ``segmenter`` with ``cfg.segmenter`` None
-    still enables the agreement filter.
+    ``segmenter`` (a SegModel), ``encoder``, ``clip`` (an ``echoseg.core.eval.echoclip.ClipModel``) and ``judge``
+    (anything with ``ask(images) -> answers``, e.g. a :class:`MllmJudge`) replace the ones the configuration names
+    (used by tests and notebooks); ``segmenter`` with ``cfg.segmenter`` None still enables the agreement filter.
     """
 
     cfg.validate(segmenter_given=segmenter is not None)
@@ -211,6 +230,8 @@ def curate(cfg: CurateConfig, run: Run, *, segmenter=None, encoder: Encoder | No
     threshold, prompt_col = 0.5, None
     if segmenter is None and cfg.segmenter is not None:
         segmenter, threshold, prompt_col = _load_segmenter(cfg, device)
+    if judge is None and cfg.enabled("mllm"):  # loaded before any artefact is written: a bad model leaves no run
+        judge = MllmJudge(cfg.mllm, cfg.mllm_question, device=cfg.device, max_new_tokens=cfg.mllm_max_new_tokens)
     agreement_on = segmenter is not None and "agreement" not in cfg.skip
     findings: list[F.Finding] = []
     scores = images[["key", "image"]].copy()
@@ -231,8 +252,11 @@ def curate(cfg: CurateConfig, run: Run, *, segmenter=None, encoder: Encoder | No
 
     # 2. image-mask agreement
     row_dice = pd.Series(np.nan, index=df.index)
-    if agreement_on and len(live):
-        rows = df[df["image"].isin(set(live["image"]))]
+    annotated = df["structure"].astype(str).isin(STRUCTURE_LABELS)  # text-to-image rows ("none") have no map
+    if agreement_on and len(live) and not annotated.any():
+        run.log("agreement: no annotated structure in the run (text-to-image?); skipped")
+    if agreement_on and len(live) and annotated.any():
+        rows = df[df["image"].isin(set(live["image"])) & annotated]
         dice = F.agreement_dice(segmenter, rows, threshold=threshold, prompt_col=prompt_col,
                                 batch_size=cfg.batch_size, device=device, progress=progress)
         row_dice.loc[rows.index] = dice
@@ -285,7 +309,12 @@ def curate(cfg: CurateConfig, run: Run, *, segmenter=None, encoder: Encoder | No
         findings += [F.Finding(k, im, "zero_shot", "echo_prob", float(v), cfg.clip_min, ">=")
                      for k, im, v in zip(live["key"], live["image"], p, strict=True) if v < cfg.clip_min]
 
-    # 6. balance among the images still kept
+    # 6. MLLM quality question
+    if judge is not None and "mllm" not in cfg.skip and len(live):
+        findings += _mllm_filter(judge, cfg, live, scores, stats, progress)
+        run.log(f"mllm: {stats['mllm_kept']} of {len(live)} answers match {cfg.mllm_keep!r}")
+
+    # 7. balance among the images still kept
     image_out = {f.image for f in findings if f.filter != "agreement" or cfg.aggregate != "structure"}
     if cfg.enabled("balance"):
         findings += _balance(df, images, image_out, cfg, stats)
@@ -315,6 +344,23 @@ def curate(cfg: CurateConfig, run: Run, *, segmenter=None, encoder: Encoder | No
     return summary
 
 
+def _mllm_filter(judge, cfg: CurateConfig, live: pd.DataFrame, scores: pd.DataFrame, stats: dict[str, Any],
+                 progress: bool) -> list[F.Finding]:
+    """Ask the judge about every live image; a finding for each answer that does not match ``mllm_keep``."""
+    pattern = keep_pattern(cfg.mllm_keep)
+    answers = ask_files(judge, live["image"].tolist(), cfg.batch_size, progress)
+    match = np.array([bool(pattern.search(a)) for a in answers])
+    by_image = dict(zip(live["image"], answers, strict=True))
+    scores["mllm_answer"] = scores["image"].map(by_image)
+    scores["mllm_match"] = scores["image"].map(dict(zip(live["image"], match.astype(float), strict=True)))
+    counts = pd.Series(answers, dtype=str).value_counts().head(20)
+    stats.update(mllm_model=getattr(judge, "name", cfg.mllm), mllm_question=cfg.mllm_question,
+                 mllm_keep=cfg.mllm_keep, mllm_kept=int(match.sum()),
+                 mllm_answers={str(a): int(n) for a, n in counts.items()})
+    return [F.Finding(k, im, "mllm", "answer", 0.0, 1.0, ">=", detail=a)
+            for k, im, a, ok in zip(live["key"], live["image"], answers, match, strict=True) if not ok]
+
+
 def _balance(df: pd.DataFrame, images: pd.DataFrame, image_out: set[str], cfg: CurateConfig,
              stats: dict[str, Any]) -> list[F.Finding]:
 
@@ -340,7 +386,8 @@ def _thresholds(cfg: CurateConfig) -> dict[str, tuple[float | None, str]]:
     return {"std": (cfg.min_std, ">="), "saturated": (cfg.max_saturated, "<="),
             "dice_min": (cfg.min_dice if cfg.aggregate == "min" else None, ">="),
             "dice_mean": (cfg.min_dice if cfg.aggregate == "mean" else None, ">="),
-            "bad_sim": (cfg.bad_sim, "<="), "dup_sim": (cfg.dup_sim, "<="), "echo_prob": (cfg.clip_min, ">=")}
+            "bad_sim": (cfg.bad_sim, "<="), "dup_sim": (cfg.dup_sim, "<="), "echo_prob": (cfg.clip_min, ">="),
+            "mllm_match": (1.0 if cfg.mllm else None, ">=")}
 
 
 def _summary(cfg: CurateConfig, df: pd.DataFrame, images: pd.DataFrame, kept_rows: pd.DataFrame,
@@ -349,7 +396,8 @@ def _summary(cfg: CurateConfig, df: pd.DataFrame, images: pd.DataFrame, kept_row
     for name in FILTERS:
         part = rejected[rejected["filter"] == name]
         entry: dict[str, Any] = {"enabled": name in set(rejected["filter"]) or cfg.enabled(name)
-                                 or (name == "agreement" and "dice_min" in scores.columns),
+                                 or (name == "agreement" and "dice_min" in scores.columns)
+                                 or (name == "mllm" and "mllm_answer" in scores.columns),
                                  "failed_images": int(part["image"].nunique()),
                                  "primary_images": int(part.loc[part["primary"].astype(bool), "image"].nunique())}
         if name == "sanity":
@@ -361,6 +409,8 @@ def _summary(cfg: CurateConfig, df: pd.DataFrame, images: pd.DataFrame, kept_row
         for key, thr in (("bad", cfg.bad_sim), ("dup", cfg.dup_sim), ("zero_shot", cfg.clip_min)):
             if name == key:
                 entry["threshold"] = thr
+        if name == "mllm":
+            entry.update(question=cfg.mllm_question, keep=cfg.mllm_keep)
         if name == "balance":
             entry.update(attributes=list(cfg.balance), tau_max=cfg.tau_max)
         per_filter[name] = entry

@@ -60,6 +60,17 @@ def max_cosine(
     return np.clip(best, -1.0, 1.0), index
 
 
+def nearest(queries: np.ndarray, refs: np.ndarray, mean: np.ndarray | None = None, device: str = "cpu"
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`max_cosine` of ``queries`` against ``refs``, both centred on ``mean`` first when it is given.
+
+    The one similarity `curate --bad`/`--real` and `synth generate --regenerate-bad` measure.
+    """
+    if mean is not None:
+        queries, refs = center(queries, mean), center(refs, mean)
+    return max_cosine(queries, refs, device=device)
+
+
 def max_cosine_loop(queries: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Reference implementation of :func:`max_cosine` with one Python-level dot product per pair (benchmarks)."""
     q = l2_normalize(queries).tolist()

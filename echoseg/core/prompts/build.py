@@ -104,6 +104,11 @@ def load_dataset(data: str | Path, dataset: str = "auto", splits: str | Path | N
         df = read_manifest(manifest_file)
         if df.empty:
             raise UserError(f"{manifest_file}: holds no samples (e.g. a curation run that kept nothing)")
+        unannotated = sorted(set(df["structure"].astype(str)) - set(STRUCTURE_LABELS))
+        if unannotated:
+            raise UserError(f"{manifest_file}: structure {unannotated[0]!r} is not LV, MYO or LA: prompts need "
+                            "annotated label maps (a text-to-image run has none; it is already an image-report "
+                            "corpus for `echoseg pretrain --data RUN --text report`)")
         kind = _kind_of_manifest(df)
         if dataset != "auto" and dataset != kind:
             raise UserError(f"{manifest_file}: --dataset {dataset} given but the manifest holds {kind} samples")

@@ -1,2 +1,3 @@
-"""Synthetic data: label-map perturbation, mask-conditioned diffusion (train, sample, generate), balanced sampling
-and text-to-image generation with local diffusers pipelines."""
+"""Synthetic data: label-map perturbation, mask-conditioned diffusion (train, sample, generate), balanced sampling,
+text-to-image generation with local diffusers pipelines, re-querying samples like known-bad images, and synthetic
+reports."""

@@ -8,6 +8,9 @@ Output (the layout ``echoseg.core.data.sdm_camus`` reads; ``<split>`` is ``train
     <run>/manifest.csv    one row per (generated image, structure): attributes inherited from the source patient,
                           perturbation parameters, seed, sampler (written when all samples exist)
     <run>/balance.json    attribute distribution of the sources and of the generated set (age in bins)
+    <run>/regenerate.csv, rejected/   with --regenerate-bad: a sample too similar to a known-bad image is sampled
+                          again from the same label map with new noise seeds (:mod:`echoseg.core.synth.regenerate`);
+                          the manifest's ``noise_seed`` is the kept attempt's, ``tries`` and ``bad_sim`` its check
 
 Source label maps come from the ``train`` and ``val`` splits only (SDM CAMUS names ``testing`` images real, and
 test anatomy must not leak into training data). Sample ``i`` uses seed ``seed + i`` for both its perturbation
@@ -35,6 +38,7 @@ from echoseg.core.models.diffusion import load_model
 from echoseg.core.runs import Run
 from echoseg.core.synth.balance import BALANCE_ATTRIBUTES, balance_report, balanced_indices, distribution
 from echoseg.core.synth.perturb import PerturbConfig, PerturbParams, apply_params, sample_params
+from echoseg.core.synth.regenerate import Gate, Sample, gate_summary, load_records, regenerate_bad, write_records
 from echoseg.core.synth.sample import SAMPLERS, make_sampler, sample
 from echoseg.core.synth.train import load_pairs
 
@@ -120,20 +124,25 @@ def _done(run_path: Path, row) -> bool:
     return (run_path / row.image_rel).is_file() and (run_path / row.mask_rel).is_file()
 
 
-def manifest_rows(run_path: Path, plan: pd.DataFrame, sampler: str, steps: int, guidance: float) -> pd.DataFrame:
-    """The SDM CAMUS manifest of the finished samples (one row per image and structure)."""
+def manifest_rows(run_path: Path, plan: pd.DataFrame, sampler: str, steps: int, guidance: float,
+                  records: dict[str, dict] | None = None) -> pd.DataFrame:
+    """The SDM CAMUS manifest of the finished samples (one row per image and structure; with gate ``records``, a
+    given-up sample has no image and is left out)."""
     rows = []
     for r in plan.itertuples(index=False):
         if not _done(run_path, r):
             continue
         stem = r.name[:-4]
+        rec = (records or {}).get(stem)
+        checked = {"noise_seed": int(rec["seed"]), "tries": int(rec["tries"]), "bad_sim": float(rec["bad_sim"])} \
+            if rec else {}
         common = {
             "image": str((run_path / r.image_rel).resolve()), "mask": str((run_path / r.mask_rel).resolve()),
             "view": r.view, "phase": r.phase, "patient": str(r.patient).replace("testing-", ""),
             "sex": getattr(r, "sex", ""), "age": getattr(r, "age", pd.NA), "quality": getattr(r, "quality", ""),
             "split": r.split, "source": "synthetic", "dataset": "sdm-camus", "stem": stem, "copy": r.copy,
             "label_encoding": "sdm", "source_image": r.source_image, "seed": r.seed, "sampler": sampler,
-            "steps": steps, "guidance": guidance, **{c: getattr(r, c) for c in PARAM_COLUMNS},
+            "steps": steps, "guidance": guidance, **{c: getattr(r, c) for c in PARAM_COLUMNS}, **checked,
         }
         for structure, label in SDM_LABELS.items():
             rows.append({"sample_id": f"{stem}_{structure}", "label": label, "structure": structure, **common})
@@ -157,8 +166,13 @@ def generate(
     precision: str = "no",
     device: str = "auto",
     cache_dir: Path | None = None,
+    gate: Gate | None = None,
+    max_tries: int = 3,
 ) -> dict[str, Any]:
     """Generate (or finish generating) an SDM CAMUS data set into ``run``; returns the summary.
+
+    With ``gate`` (``--regenerate-bad``) every sample is checked against the known-bad exemplars and re-sampled with
+    new noise seeds up to ``max_tries`` tries (:mod:`echoseg.core.synth.regenerate`).
 
     Raises:
         UserError: bad options, an unusable model or mask source.
@@ -171,8 +185,8 @@ def generate(
     if bad:
         raise UserError(f"--balance: unknown attribute(s) {', '.join(bad)} "
                         f"(choose from {', '.join(BALANCE_ATTRIBUTES)})")
-    if steps < 1 or batch_size < 1:
-        raise UserError("--steps and --batch-size must be >= 1")
+    if steps < 1 or batch_size < 1 or max_tries < 1:
+        raise UserError("--steps, --batch-size and --max-tries must be >= 1")
     unet, train_sched, meta = load_model(model)
     size = int(meta["size"])
     if guidance != 1.0 and float(meta.get("cond_dropout", 0.0)) <= 0.0:
@@ -197,15 +211,19 @@ def generate(
         unet = unet.to(dtype)
     scheduler = make_sampler(sampler, train_sched)
     mine = plan.iloc[state.process_index::state.num_processes]
-    todo = [r for r in mine.itertuples(index=False) if not _done(run.path, r)]
+    records = load_records(run.path) if gate is not None else {}
+    todo = [r for r in mine.itertuples(index=False) if not _done(run.path, r) and r.name[:-4] not in records]
     run.log(f"{len(plan)} samples planned, {len(mine) - len(todo)} of this process's {len(mine)} already written; "
             f"sampler {sampler}, {steps} steps, guidance {guidance}, {state.num_processes} process(es)")
+    def label_maps(rows) -> np.ndarray:
+        return np.stack([
+            apply_params(pairs.labels[r.source_row], PerturbParams(**{c: getattr(r, c) for c in PARAM_COLUMNS}))
+            for r in rows
+        ])
+
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     for batch in track(batches, "generating", total=len(batches)) if state.is_main_process else batches:
-        labels = np.stack([
-            apply_params(pairs.labels[r.source_row], PerturbParams(**{c: getattr(r, c) for c in PARAM_COLUMNS}))
-            for r in batch
-        ])
+        labels = label_maps(batch)
         images = sample(unet, scheduler, labels, [r.seed for r in batch], steps=steps, guidance=guidance,
                         device=state.device, dtype=dtype)
         for r, lab, img in zip(batch, labels, images, strict=True):
@@ -214,8 +232,18 @@ def generate(
     state.wait_for_everyone()
     summary: dict[str, Any] = {"planned": len(plan), "sampler": sampler, "steps": steps, "guidance": guidance,
                                "size": size, "seed": seed}
+    if gate is not None:
+        by_key = {r.name[:-4]: r for r in plan.itertuples(index=False)}
+        samples = [Sample(k, run.path / r.image_rel, int(r.seed), (run.path / r.mask_rel,)) for k, r in by_key.items()]
+
+        def render(batch: list[Sample], seeds: list[int]) -> list[np.ndarray]:
+            return list(sample(unet, scheduler, label_maps([by_key[s.key] for s in batch]), list(seeds), steps=steps,
+                               guidance=guidance, device=state.device, dtype=dtype))
+
+        records = regenerate_bad(run, samples, render, gate, state, max_tries=max_tries, stride=len(plan),
+                                 batch_size=batch_size, progress=state.is_main_process)
     if state.is_main_process:
-        manifest = manifest_rows(run.path, plan, sampler, steps, guidance)
+        manifest = manifest_rows(run.path, plan, sampler, steps, guidance, records)
         write_manifest(manifest, run.file("manifest.csv"))
         attrs = list(balance) or [a for a in BALANCE_ATTRIBUTES if a in pairs.table.columns]
         sources = source_pool(pairs.table)
@@ -226,6 +254,9 @@ def generate(
             run.log(f"{a}: before {report['before'][a]} -> after {report['after'][a]}")
         summary.update({"images": int(manifest["image"].nunique()) if len(manifest) else 0,
                         "sources": int(len(sources)), "distribution": report})
+        if gate is not None:
+            write_records(run, records)
+            summary["regenerate"] = gate_summary(records, gate, max_tries)
         run.write_summary(summary)
         run.log(f"{summary['images']} images written to {run.path}")
     return summary

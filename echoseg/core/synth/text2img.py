@@ -6,35 +6,55 @@ medical images trip NSFW filters. Defaults follow SynCXR: classifier-free guidan
 
 Prompts file: ``.txt`` (one prompt a line, blank lines and ``#`` comments skipped), ``.csv`` with a ``prompt``
 column (other columns, e.g. attributes, are carried into the output), or ``.json`` (a list of strings or of
-objects with a ``prompt`` key).
+objects with a ``prompt`` key). The ``reports.csv`` of `synth reports` is such a CSV: its report_id, split,
+entities and attribute columns travel with each image (its own ``seed`` and ``tries`` as ``prompt_seed``,
+``prompt_tries``).
 
 Output::
 
     <run>/images/prompt<PPPPP>_<KKK>.png   image K of prompt P
     <run>/prompts_manifest.csv             image (relative to the run), prompt_index, k, prompt, seed, guidance,
                                            steps (+ prompt columns)
+    <run>/manifest.csv                     the image-report corpus (`read_manifest`'s schema, one row per image):
+                                           sample_id <report_id>_<k>, patient = report id, split from the prompts
+                                           (default train), source synthetic, report = the prompt, label 0 and
+                                           structure none with an all-zero label map masks/none_<H>x<W>.png (no
+                                           structure annotated), the attributes and every prompt column
+    <run>/regenerate.csv, rejected/        with --regenerate-bad (:mod:`echoseg.core.synth.regenerate`)
+
+So `pretrain --data RUN --text report` trains on the run directly, and `curate RUN` filters it. Why an all-zero label
+map rather than rows without one: every reader (the sample cache, `curate`, `data check`) keeps its one validating
+read path, and the map says honestly that nothing is annotated.
 
 Image ``(P, K)`` uses seed ``seed + P * count_per_prompt + K``; an existing image is skipped, so a killed run
 continues with ``--resume`` and produces the same images. Under ``accelerate launch`` process ``r`` of ``n``
-generates the images with index ``i % n == r`` on its own device; the main process writes the manifest.
+generates the images with index ``i % n == r`` on its own device; the main process writes the manifests.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
 from echoseg.core.console import track
+from echoseg.core.data.manifest import SPLITS, write_manifest
 from echoseg.core.errors import UserError
 from echoseg.core.io import write_csv, write_png
 from echoseg.core.runs import Run
+from echoseg.core.synth.regenerate import Gate, Sample, gate_summary, load_records, regenerate_bad, write_records
 
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Columns generation writes itself; a prompts-file column of the same name is carried as prompt_<name>.
+GENERATED_COLUMNS = ("image", "image_rel", "key", "prompt_index", "k", "seed", "guidance", "steps", "tries",
+                     "bad_sim", "nearest_bad", "given_up", "sample_id", "mask", "label", "structure", "source",
+                     "report", "label_encoding", "stem")
 
 
 def read_prompts(path: str | Path) -> pd.DataFrame:
@@ -66,6 +86,11 @@ def read_prompts(path: str | Path) -> pd.DataFrame:
     df = df[df["prompt"] != ""].reset_index(drop=True)
     if df.empty:
         raise UserError(f"--prompts {p}: no prompts")
+    if "split" in df.columns:
+        df["split"] = df["split"].fillna("").astype(str).str.strip()
+        bad = sorted(set(df["split"]) - {*SPLITS, ""})
+        if bad:
+            raise UserError(f"--prompts {p}: split {bad[0]!r} is not one of {', '.join(SPLITS)}")
     return df
 
 
@@ -106,6 +131,28 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img
 
 
+def plan_images(table: pd.DataFrame, count_per_prompt: int, seed: int, guidance: float, steps: int) -> list[dict]:
+    """One row per image to generate: file, prompt index, k, seed, settings and the prompt's columns (a column whose
+    name generation uses itself, e.g. a reports.csv ``seed``, is carried as ``prompt_<name>``)."""
+    records = [{(f"prompt_{k}" if k in GENERATED_COLUMNS else k): v for k, v in rec.items()}
+               for rec in table.to_dict("records")]
+    rows = []
+    for p, rec in enumerate(records):
+        for k in range(count_per_prompt):
+            rows.append({"image_rel": f"images/prompt{p:05d}_{k:03d}.png", "key": f"prompt{p:05d}_{k:03d}",
+                         "prompt_index": p, "k": k, "seed": int(seed) + p * count_per_prompt + k,
+                         "guidance": guidance, "steps": steps, **rec})
+    return rows
+
+
+def _render(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float, extra: dict) -> list[np.ndarray]:
+    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    with torch.no_grad():
+        out = pipe(prompt=prompts, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
+                   output_type="np", **extra)
+    return [_to_uint8(img) for img in out.images]
+
+
 def generate_from_prompts(
     run: Run,
     pipeline: str | Path,
@@ -120,43 +167,104 @@ def generate_from_prompts(
     width: int | None = None,
     precision: str = "no",
     device: str = "auto",
+    gate: Gate | None = None,
+    max_tries: int = 3,
 ) -> dict[str, Any]:
-    """Generate ``count_per_prompt`` images per prompt into ``run`` (skipping existing ones); returns the summary."""
+    """Generate ``count_per_prompt`` images per prompt into ``run`` (skipping existing ones); returns the summary.
+
+    With ``gate`` (``--regenerate-bad``), every image is checked against the known-bad exemplars and re-queried
+    with new seeds up to ``max_tries`` tries (:mod:`echoseg.core.synth.regenerate`).
+    """
     from accelerate import PartialState  # deferred: heavy import, loaded only when this path runs
 
-    if count_per_prompt < 1 or steps < 1 or batch_size < 1:
-        raise UserError("--count-per-prompt, --steps and --batch-size must be >= 1")
+    if count_per_prompt < 1 or steps < 1 or batch_size < 1 or max_tries < 1:
+        raise UserError("--count-per-prompt, --steps, --batch-size and --max-tries must be >= 1")
     table = read_prompts(prompts)
     state = PartialState(cpu=device == "cpu")
     if device == "cuda" and state.device.type != "cuda":
         raise UserError("--device cuda: no CUDA device available")
     pipe = load_pipeline(pipeline, str(state.device), precision)
-    rows = []
-    for p, rec in enumerate(table.to_dict("records")):
-        for k in range(count_per_prompt):
-            rows.append({"image_rel": f"images/prompt{p:05d}_{k:03d}.png", "prompt_index": p, "k": k,
-                         "seed": int(seed) + p * count_per_prompt + k, "guidance": guidance, "steps": steps, **rec})
+    rows = plan_images(table, count_per_prompt, seed, guidance, steps)
+    records = load_records(run.path) if gate is not None else {}
     mine = rows[state.process_index::state.num_processes]
-    todo = [r for r in mine if not (run.path / r["image_rel"]).is_file()]
+    todo = [r for r in mine if not (run.path / r["image_rel"]).is_file() and r["key"] not in records]
     run.log(f"{len(table)} prompts x {count_per_prompt}: {len(rows)} images, {len(mine) - len(todo)} of this "
             f"process's {len(mine)} already written; "
             f"guidance {guidance}, {steps} steps, device {pipe.device}")
     extra = {k: v for k, v in (("height", height), ("width", width)) if v}
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     for batch in track(batches, "text-to-image", total=len(batches)):
-        gens = [torch.Generator("cpu").manual_seed(r["seed"]) for r in batch]
-        with torch.no_grad():
-            out = pipe(prompt=[r["prompt"] for r in batch], num_inference_steps=steps, guidance_scale=guidance,
-                       generator=gens, output_type="np", **extra)
-        for r, img in zip(batch, out.images, strict=True):
-            write_png(run.path / r["image_rel"], _to_uint8(img))
+        images = _render(pipe, [r["prompt"] for r in batch], [r["seed"] for r in batch], steps, guidance, extra)
+        for r, img in zip(batch, images, strict=True):
+            write_png(run.path / r["image_rel"], img)
     state.wait_for_everyone()
-    summary = {"prompts": len(table), "images": len(rows), "guidance": guidance, "steps": steps,
-               "pipeline": str(Path(pipeline).resolve()), "pipeline_class": type(pipe).__name__}
+    summary: dict[str, Any] = {"prompts": len(table), "images": len(rows), "guidance": guidance, "steps": steps,
+                               "pipeline": str(Path(pipeline).resolve()), "pipeline_class": type(pipe).__name__}
+    if gate is not None:
+        by_key = {r["key"]: r for r in rows}
+        samples = [Sample(r["key"], run.path / r["image_rel"], int(r["seed"])) for r in rows]
+
+        def render(batch: Sequence[Sample], seeds: Sequence[int]) -> list[np.ndarray]:
+            return _render(pipe, [by_key[s.key]["prompt"] for s in batch], list(seeds), steps, guidance, extra)
+
+        records = regenerate_bad(run, samples, render, gate, state, max_tries=max_tries, stride=len(rows),
+                                 batch_size=batch_size, progress=state.is_main_process)
     if not state.is_main_process:
         return summary
-    manifest = pd.DataFrame(rows)
-    manifest.insert(0, "image", manifest["image_rel"])  # relative to the run: a moved run still finds its images
-    write_csv(run.file("prompts_manifest.csv"), manifest.drop(columns=["image_rel"]))
+    kept = [_with_record(r, records.get(r["key"])) for r in rows if not records.get(r["key"], {}).get("given_up")]
+    listed = pd.DataFrame(kept, columns=list(rows[0]) if not kept else None)
+    listed.insert(0, "image", listed["image_rel"])  # relative to the run: a moved run still finds its images
+    write_csv(run.file("prompts_manifest.csv"), listed.drop(columns=["image_rel", "key"]))
+    corpus = corpus_manifest(run.path, kept)
+    write_manifest(corpus, run.file("manifest.csv"))
+    summary.update(kept=len(kept), splits={str(k): int(v) for k, v in corpus["split"].value_counts().items()}
+                   if kept else {})
+    if not kept:
+        run.log("warning: every image was given up (see regenerate.csv); manifest.csv is empty", style="yellow")
+    if gate is not None:
+        write_records(run, records)
+        summary["regenerate"] = gate_summary(records, gate, max_tries)
+        g = summary["regenerate"]
+        run.log(f"known-bad gate: {g['first_try']} passed first, {g['regenerated']} after re-queries, "
+                f"{g['given_up']} given up (left out, see regenerate.csv)")
     run.write_summary(summary)
     return summary
+
+
+def _with_record(row: dict, rec: dict | None) -> dict:
+    """A planned row with its gate record (the seed of the kept attempt, tries, similarity)."""
+    if rec is None:
+        return row
+    return {**row, "seed": int(rec["seed"]), "tries": int(rec["tries"]), "bad_sim": float(rec["bad_sim"]),
+            "nearest_bad": rec["nearest_bad"]}
+
+
+def corpus_manifest(run_path: Path, rows: list[dict]) -> pd.DataFrame:
+    """The image-report corpus of the generated images: one manifest row per image (see the module notes).
+
+    ``sample_id`` is ``<report_id>_<k>`` when the prompts have unique report ids, else the image stem; ``patient``
+    the prompts' patient, else the report id, else ``prompt<P>``; ``split`` the prompts' (default train); the
+    label map is an all-zero map of the image's size (``masks/none_<H>x<W>.png``, shared): no structure annotated.
+    """
+    run_path = Path(run_path)
+    ids = [str(r.get("report_id", "")) for r in rows]
+    by_report = all(ids) and len({(i, r["k"]) for i, r in zip(ids, rows, strict=True)}) == len(rows)
+    masks: dict[tuple[int, int], Path] = {}
+    out = []
+    for r, rid in track(list(zip(rows, ids, strict=True)), "image-report manifest"):
+        image = run_path / r["image_rel"]
+        with Image.open(image) as im:
+            shape = (im.height, im.width)
+        if shape not in masks:
+            masks[shape] = run_path / "masks" / f"none_{shape[0]}x{shape[1]}.png"
+            write_png(masks[shape], np.zeros(shape, np.uint8))
+        carried = {k: v for k, v in r.items() if k not in ("image_rel", "key")}
+        out.append({
+            **carried,
+            "sample_id": f"{rid}_{r['k']}" if by_report else r["key"], "image": str(image), "mask": str(masks[shape]),
+            "label": 0, "structure": "none", "label_encoding": "camus", "source": "synthetic",
+            "patient": str(r.get("patient") or rid or f"prompt{r['prompt_index']:05d}"),
+            "split": str(r.get("split") or "train"), "report": r["prompt"], "stem": r["key"],
+            **{c: r.get(c, "") for c in ("view", "phase", "sex", "age", "quality")},
+        })
+    return pd.DataFrame(out)
