@@ -173,8 +173,18 @@ def echoclip(
 @app.command("seg")
 def seg(
     ctx: typer.Context,
-    run: Annotated[Path, typer.Option("--run", help="A training run (echoseg train).")],
     data: Annotated[Path, typer.Option("--data", help="Prompts run (manifest.csv with prompt columns).")],
+    run: Annotated[Path | None, typer.Option("--run", help="A training run (echoseg train).")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="Zero-shot instead of --run: a segmentation model (clipseg, cris) with --weights, "
+        "evaluated as pre-trained, without training on echo.")] = None,
+    model_config: Annotated[str | None, typer.Option(
+        "--model-config", help="Zero-shot: the model's config (default base; cris: rn50 or rn101).")] = None,
+    weights: Annotated[str | None, typer.Option(
+        "--weights", help="Zero-shot: pre-trained weights, a local folder/file or a cached hub id (clipseg: "
+        "CIDAS/clipseg-rd64-refined by default; cris: an original CRIS checkpoint).")] = None,
+    input_size: Annotated[int | None, typer.Option(
+        "--input-size", help="Zero-shot: override the model config's input size.")] = None,
     split: Annotated[str, typer.Option("--split", help="Split to evaluate: train|val|test.")] = "test",
     prompt: Annotated[str | None, typer.Option(
         "--prompt", help="p0..p7, p1_b..p7_b, random[:pK] (both variants); default: the training prompt.")] = None,
@@ -193,9 +203,13 @@ def seg(
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
-    """Evaluate a trained run: per_sample.csv, summary.json and predictions.png in a new run directory.
+    """Evaluate a trained run, or pre-trained weights zero-shot: per_sample.csv, summary.json and predictions.png
+    in a new run directory.
 
     Example: echoseg eval seg --run runs/train/20240101-000000 --data runs/prompts-build/camus --prompt p4
+
+    Example (zero-shot, Synthetic Boost Table 2): echoseg eval seg --model clipseg --weights CIDAS/clipseg-rd64-refined
+    --data runs/prompts-build/camus --prompt p4
     """
     # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
     from echoseg.core.eval.seg import EvalSegConfig, load_seg_split, run_seg

@@ -1,4 +1,5 @@
-"""``echoseg eval seg``: score a training run's checkpoint on a data split, in a run directory of its own.
+"""``echoseg eval seg``: score a training run's checkpoint, or pre-trained weights without any training (zero-shot
+VLSMs, Synthetic Boost's Table 2 zero-shot row), on a data split, in a run directory of its own.
 
 The scoring itself is the training stage's test evaluation (:mod:`echoseg.core.train.evaluate`), so a trained run's
 ``per_sample.csv`` and an ``eval seg`` run's are the same table.
@@ -14,7 +15,9 @@ from echoseg.core.config import StageConfig, check_all
 from echoseg.core.data.manifest import SplitData, check_prompt_columns, load_split, prompt_columns
 from echoseg.core.env import make_accelerator
 from echoseg.core.errors import require_dir
+from echoseg.core.models import build_model, get_config, list_models
 from echoseg.core.models.artefacts import find_checkpoint, load_segmenter
+from echoseg.core.models.weights import resolve_weights
 from echoseg.core.runs import Run
 from echoseg.core.train.evaluate import evaluate_into_run
 from echoseg.core.train.recipe import TrainConfig
@@ -26,7 +29,11 @@ CHECKPOINTS = ("best", "last")
 class EvalSegConfig(StageConfig):
     """Options of `eval seg` (recorded in run.json); unset (None) values take the training run's."""
 
-    run: str = ""  # the training run (--run)
+    run: str = ""  # the training run (--run); or, for zero-shot evaluation, model + weights
+    model: str | None = None  # zero-shot: a segmentation model of the registry (clipseg, cris)
+    model_config: str | None = None  # zero-shot: its config (default base)
+    weights: str | None = None  # zero-shot: pre-trained weights (a local folder/file or a cached hub id)
+    input_size: int | None = None  # zero-shot: override the config's input size
     data: str = ""  # a prompts run
     split: str = "test"
     prompt: str | None = None
@@ -42,14 +49,25 @@ class EvalSegConfig(StageConfig):
     def validate(self) -> None:
         """Raise UserError on out-of-range values, naming the option (the rest is checked against the run's own
         configuration when it is loaded)."""
-        check_all([(self.checkpoint in CHECKPOINTS,
-                    f"--checkpoint must be {' or '.join(CHECKPOINTS)}, got {self.checkpoint!r}")])
+        segmenters = list_models("segmentation")
+        check_all([
+            (self.checkpoint in CHECKPOINTS,
+             f"--checkpoint must be {' or '.join(CHECKPOINTS)}, got {self.checkpoint!r}"),
+            (bool(self.run) != bool(self.model), "give --run (a training run) or --model with --weights (zero-shot "
+             "evaluation of pre-trained weights), not both"),
+            (self.model is None or self.model in segmenters,
+             f"--model {self.model!r}: not a segmentation model (known: {', '.join(segmenters)})"),
+            (self.model is not None or (self.weights is None and self.model_config is None),
+             "--weights and --model-config go with --model (zero-shot evaluation)"),
+        ])
         if self.prompt is not None:
             prompt_columns(self.prompt)
 
     def inputs(self) -> dict[str, Any]:
         """The inputs recorded in run.json."""
-        return {"run": self.run, "data": self.data}
+        source = {"run": self.run} if self.run else ({"weights": self.weights} if self.weights and Path(
+            self.weights).exists() else {})
+        return {**source, "data": self.data}
 
 
 def load_seg_split(cfg: EvalSegConfig) -> SplitData:
@@ -58,8 +76,13 @@ def load_seg_split(cfg: EvalSegConfig) -> SplitData:
     Raises:
         UserError: a missing run, checkpoint or split, naming its option.
     """
-    require_dir(cfg.run, "--run")
-    find_checkpoint(cfg.run, cfg.checkpoint)
+    if cfg.run:
+        require_dir(cfg.run, "--run")
+        find_checkpoint(cfg.run, cfg.checkpoint)
+    else:
+        get_config(str(cfg.model), cfg.model_config or "base")
+        if cfg.weights and not Path(cfg.weights).expanduser().exists():
+            resolve_weights(cfg.weights, required=(), what="--weights")  # a hub id: cached, or a one-line error
     return load_split(cfg.data, cfg.split, "--data")
 
 
@@ -76,11 +99,13 @@ def run_seg(cfg: EvalSegConfig, run: Run, split: SplitData | None = None) -> dic
     if split is None:
         cfg.validate()
         split = load_seg_split(cfg)
-    summary = evaluate_trained_run(
-        cfg.run, split, run, prompt=cfg.prompt, which=cfg.checkpoint, threshold=cfg.threshold,
-        eval_size=cfg.eval_size, batch_size=cfg.batch_size, device=cfg.device, precision=cfg.precision,
-        cache_dir=cfg.cache_dir, save_masks=cfg.save_masks,
-    )
+    options = dict(prompt=cfg.prompt, threshold=cfg.threshold, eval_size=cfg.eval_size, batch_size=cfg.batch_size,
+                   device=cfg.device, precision=cfg.precision, cache_dir=cfg.cache_dir, save_masks=cfg.save_masks)
+    if cfg.run:
+        summary = evaluate_trained_run(cfg.run, split, run, which=cfg.checkpoint, **options)
+    else:
+        summary = evaluate_weights(str(cfg.model), cfg.model_config or "base", cfg.weights, split, run,
+                                   input_size=cfg.input_size, **options)
     run.write_summary(summary)
     return summary
 
@@ -107,6 +132,32 @@ def evaluate_trained_run(
     """
     model, info = load_segmenter(train_run, which)
     cfg = TrainConfig.from_dict(info.get("train_config", {}))
+    result = _score(model, cfg, split, run, prompt, threshold, eval_size, batch_size, device, precision, cache_dir,
+                    save_masks, progress)
+    if result:
+        result.update(train_run=str(Path(train_run).resolve()), checkpoint=which, model=info.get("name"))
+    return result
+
+
+def evaluate_weights(model_name: str, model_config: str, weights: str | None, split, run, *,
+                     input_size: int | None = None, prompt: str | None = None, threshold: float | None = None,
+                     eval_size: int | None = None, batch_size: int | None = None, device: str = "auto",
+                     precision: str = "no", cache_dir: str | None = None, save_masks: bool = False,
+                     progress: bool = True) -> dict[str, Any]:
+    """Zero-shot: score pre-trained ``weights`` of a registry segmenter, untrained on echo, on ``split`` (the
+    training recipe's evaluation defaults: prompt p7, threshold 0.5, 512 px)."""
+    model = build_model(model_name, model_config, weights=weights, input_size=input_size)
+    cfg = TrainConfig(model=model_name, model_config=model_config, weights=weights, input_size=input_size)
+    result = _score(model, cfg, split, run, prompt, threshold, eval_size, batch_size, device, precision, cache_dir,
+                    save_masks, progress)
+    if result:
+        result.update(zero_shot=True, weights=weights, model=model_name, model_config=model_config)
+    return result
+
+
+def _score(model, cfg: TrainConfig, split, run, prompt, threshold, eval_size, batch_size, device, precision,
+           cache_dir, save_masks, progress) -> dict[str, Any]:
+    """Evaluate ``model`` with ``cfg`` (a training config) updated by the options that are set."""
     cfg.prompt = prompt or cfg.prompt
     cfg.threshold = cfg.threshold if threshold is None else threshold
     cfg.eval_size = cfg.eval_size if eval_size is None else eval_size
@@ -120,6 +171,5 @@ def evaluate_trained_run(
     result = evaluate_into_run(model, split, cols, cfg, accelerator, run, save_masks=save_masks, progress=progress)
     if result is None:  # a non-main process of a multi-process launch: the main one wrote the run
         return {}
-    result.update(train_run=str(Path(train_run).resolve()), checkpoint=which, model=info.get("name"),
-                  data={"data": str(split.source), "samples": len(split.frame)})
+    result.update(data={"data": str(split.source), "samples": len(split.frame)})
     return result

@@ -64,7 +64,10 @@ def _train_sources(summary: dict[str, Any]) -> set[str]:
 
 
 def training_strategy(summary: dict[str, Any], config: dict[str, Any]) -> str:
-    """real, synthetic, mixed or synth-PT:real-FT (any ``X-PT:Y-FT``), from the training data sources and init."""
+    """real, synthetic, mixed or synth-PT:real-FT (any ``X-PT:Y-FT``), from the training data sources and init;
+    zero-shot for pre-trained weights evaluated without training (``eval seg --model --weights``)."""
+    if summary.get("zero_shot"):
+        return "zero-shot"
     sources = _train_sources(summary)
     if config.get("init_from"):
         init = Path(config["init_from"])
