@@ -85,8 +85,44 @@ say "10. ED/ES detection scored as aFD, teacher and student, on the real videos"
 AFD_TEACHER=$(echoseg eval afd --data "$VIDEOS" --run "$UNET_REAL" --split all --out "$ROOT/afd-teacher")
 AFD_STUDENT=$(echoseg eval afd --data "$VIDEOS" --run "$STUDENT" --split all --out "$ROOT/afd-student")
 
-say "11. one summary: Dice table (Synthetic Boost Table 2), paired tests (Fig. 2), aFD table (EchoDFKD)"
-REPORT=$(echoseg report "${RUNS[@]}" "${STATS[@]}" "$AFD_TEACHER" "$AFD_STUDENT" --out "$ROOT/report")
+say "11. SynCXR: ConVIRT and GLoRIA pre-trained on real, synthetic and mixed image-report pairs"
+PRETRAIN_RUNS=()
+EVAL_RUNS=()
+for METHOD in convirt gloria; do
+  for DATA in real synthetic mix; do
+    case $DATA in
+      real) PAIRS=(--data "$PROMPTS") ;;
+      synthetic) PAIRS=(--data "$SYN_PROMPTS") ;;
+      mix) PAIRS=(--data "$PROMPTS" --data "$SYN_PROMPTS") ;;
+    esac
+    PT=$(echoseg pretrain --method $METHOD --config tiny "${PAIRS[@]}" --epochs 20 --batch-size 16 \
+      --out "$ROOT/pretrain-$METHOD-$DATA")
+    PRETRAIN_RUNS+=("$PT")
+
+    say "12. zero-shot view and phase classification and LV/MYO/LA grounding on real images: $METHOD, $DATA pairs"
+    for TASK in view phase grounding; do
+      EVAL_RUNS+=("$(echoseg eval zeroshot --run "$PT" --data "$PROMPTS" --task $TASK --eval-size 128 \
+        --out "$ROOT/zeroshot-$METHOD-$DATA-$TASK")")
+    done
+  done
+done
+
+say "13. SynCXR's frozen-encoder U-Net: GLoRIA (mix) vs a random encoder, on 10% and 100% of the real patients"
+for FRACTION in 0.1 1; do
+  FROZEN=()
+  for ENCODER in "vlp:$ROOT/pretrain-gloria-mix" random; do
+    NAME=${ENCODER%%:*}
+    FROZEN+=("$(echoseg train --model unet --encoder "$ENCODER" --freeze-encoders --train-fraction $FRACTION \
+      $(tiny unet) --epochs 20 --batch-size 16 --data "$PROMPTS" --prompt $PROMPT \
+      --out "$ROOT/train-unet-frozen-$NAME-$FRACTION")")
+  done
+  RUNS+=("${FROZEN[@]}")
+  STATS+=("$(echoseg stats wilcoxon --baseline "${FROZEN[1]}" "${FROZEN[0]}" --out "$ROOT/stats-frozen-$FRACTION")")
+done
+
+say "14. one summary: Dice (Synthetic Boost Table 2), paired tests (Fig. 2), aFD (EchoDFKD), pre-training (SynCXR)"
+REPORT=$(echoseg report "${RUNS[@]}" "${STATS[@]}" "$AFD_TEACHER" "$AFD_STUDENT" "${PRETRAIN_RUNS[@]}" \
+  "${EVAL_RUNS[@]}" --out "$ROOT/report")
 
 say "done: $REPORT/summary.md and $REPORT/figure.png"
 python - "$ROOT" <<'PY' >&2

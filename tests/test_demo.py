@@ -24,11 +24,15 @@ def test_pipeline_script_completes(tmp_path):
     report = Path(proc.stdout.strip().splitlines()[-1])
     assert report == root / "report"
     runs = list(root.glob("*/run.json"))
-    assert len(runs) == 26
+    assert len(runs) == 56  # 26 for segmentation, synthesis and distillation, 30 for pre-training
     assert all(json.loads(p.read_text())["status"] == "completed" for p in runs)
     summary = json.loads((report / "summary.json").read_text())
     strategies = {(r["model"], r["strategy"]) for r in summary["segmentation"]}
     assert strategies == {(m, s) for m in ("unet", "clipseg", "cris")
                           for s in ("real", "synthetic", "synth-PT:real-FT")}
-    assert len(summary["paired_tests"]) == 6 and len(summary["afd"]) == 2
+    assert len(summary["paired_tests"]) == 8 and len(summary["afd"]) == 2
+    table = summary["pretraining"]
+    assert {(r["method"], r["data"]) for r in table} == {(m, d) for m in ("convirt", "gloria")
+                                                         for d in ("real", "synthetic", "mix")}
+    assert all({"zs_view_auc", "zs_phase_auc", "grounding_dice"} <= set(r) for r in table)
     assert (report / "figure.png").stat().st_size > 0 and (report / "summary.md").is_file()
