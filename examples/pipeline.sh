@@ -78,8 +78,9 @@ for MODEL in unet clipseg cris; do
 done
 
 say "9. EchoDFKD: distil the real U-Net into a ConvLSTM student (B2L1) on synthetic videos"
+# ~100 Adam steps (8 training videos, 2 windows a step): with a few dozen the student stays near chance (issue 18)
 STUDENT=$(echoseg distill --teacher "run:$UNET_REAL" --data "$SYN_VIDEOS" --eval-data "$VIDEOS" --eval-split all \
-  --blocks 2 --layers 1 --seq-len 16 --batch-size 4 --epochs 15 --out "$ROOT/distill")
+  --blocks 2 --layers 1 --seq-len 16 --batch-size 2 --lr 3e-3 --epochs 25 --out "$ROOT/distill")
 
 say "10. ED/ES detection scored as aFD, teacher and student, on the real videos"
 AFD_TEACHER=$(echoseg eval afd --data "$VIDEOS" --run "$UNET_REAL" --split all --out "$ROOT/afd-teacher")

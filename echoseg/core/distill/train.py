@@ -4,10 +4,20 @@ Recipe: binary cross-entropy between the student's logits and the teacher's soft
 binarised); Adam at ``lr`` (1e-3); ``batch_size`` (32) videos per step, each contributing one random contiguous
 window of ``seq_len`` (25) frames, every training video once per epoch; optionally at half resolution (2x2 average
 pooling of frames and soft targets) while validation and inference run at full resolution. After every epoch the
-validation videos are segmented at full resolution in one causal pass; the validation loss (the same BCE) drives
+validation videos are segmented at full resolution in one pass from the student's warm start, exactly as
+``predict`` segments a video (``warmup`` reflected first frames; see :mod:`echoseg.core.models.convlstm`: from a
+cold state the first frames come out under-segmented, which moved ED/ES estimates by a whole cardiac cycle on videos
+that open on an ED or ES frame); training windows start cold, as in EchoDFKD. The validation loss (the same BCE) drives
 early stopping (``patience`` 10 epochs) and the best-loss checkpoint is kept. Validation also picks the binarisation
 threshold maximising the mean per-frame Dice against the binarised teacher (p >= 0.5) over a grid 0.05..0.95; the
 threshold is stored in the weights (buffer ``threshold``) and in ``checkpoints/best.json``.
+
+Budget: these defaults are EchoDFKD's, made for thousands of synthetic videos (hundreds of steps an epoch). On a
+handful of videos an epoch is one or two steps, and a student that has taken a few dozen Adam steps still predicts
+p ~ 0.4-0.6 almost everywhere: its area curve follows its recurrent start-up, not the heart (issue 18: 30 steps gave
+val Dice 0.65 and an area curve uncorrelated with the teacher's). It needs on the order of :data:`MIN_STEPS` steps
+(small batches of 2 windows and Adam at 3e-3 get there fastest on CPU; see ``bench/bench_distill.py``); a run planned
+with fewer says so in its log.
 
 The run directory holds ``checkpoints/`` in the training engine's layout (model.json, best/last.safetensors,
 last.pt with optimizer, counters and RNG states). Windows and shuffling come from generators seeded by
@@ -36,6 +46,7 @@ from echoseg.core.runs import Run
 
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 TEACHER_CUT = 128  # uint8 teacher probability >= 128/255 ~ p >= 0.5: the teacher's binary mask
+MIN_STEPS = 100  # optimizer steps below which a run's log warns that the student will not have learnt (see Budget)
 Callback = Callable[[dict[str, Any]], None]
 
 
@@ -147,7 +158,8 @@ def validate(model, videos: VideoSet, device: torch.device, autocast, chunk: int
     for name in videos.names:
         frames = videos.cache.frames(name, mmap=False)
         labels = videos.cache.labels(name, mmap=False)
-        state = None
+        with autocast():  # the video starts from the student's warm state, as in ``predict``
+            state = model.warm_state(model.normalise(torch.from_numpy(frames[: model.warmup + 1]).to(device))[None])
         for s in range(0, len(frames), chunk):
             x = model.normalise(torch.from_numpy(frames[s : s + chunk]).to(device))[None, :, None]
             y = torch.from_numpy(labels[s : s + chunk]).to(device).float() / 255.0
@@ -207,6 +219,11 @@ def train_student(cfg: DistillConfig, run: Run, train_set: VideoSet, val_set: Vi
     run.log(f"student convlstm B{cfg.blocks}L{cfg.layers}{' +skips' if cfg.skips else ''}: "
             f"{raw.num_parameters():,} parameters; {len(train_set.names)} train / {len(val_set.names)} val videos; "
             f"windows of {seq_len} frames{' at half resolution' if cfg.half_res else ''}")
+    steps = cfg.epochs * -(-len(train_set.names) // cfg.batch_size)
+    if steps < MIN_STEPS:
+        run.log(f"note: at most {steps} optimizer steps ({cfg.epochs} epochs of {len(train_set.names)} videos in "
+                f"batches of {cfg.batch_size}); a student needs ~{MIN_STEPS} or more to follow its teacher: raise "
+                "--epochs or lower --batch-size")
 
     while not book["done"] and book["epoch"] < cfg.epochs:
         epoch = book["epoch"] + 1

@@ -30,6 +30,14 @@ fewer pixels); every decoder level ``conv3x3(upsample2(x))`` runs at the coarse 
 (BatchNorm folded in, 16/36 of the multiply-adds), with the 1x1 head applied per phase before interleaving, so no
 full-resolution decoder map is built. On CPU, B4L1 at 112x112 runs ~2.5x faster than on the reference path, its
 convolutions (~3/4 of the time) near the core's peak FLOP rate. ``forward(..., fast=False)`` forces the reference.
+
+Warm-up (``warmup`` frames, 16 in the named configs; not a layer, no parameter): from a zero state the recurrence needs
+a few frames to gather spatial context (each step widens it by one 3x3 neighbourhood per layer), so the first frames
+of a cold start come out under-segmented, which moves ED/ES estimates on videos whose first frames are an ED or ES
+frame. :meth:`ConvLSTMStudent.predict` therefore starts each video from :meth:`ConvLSTMStudent.warm_state`: the
+state after frames ``k..1`` played backwards (a temporal reflection, ``k = min(warmup, T - 1)``; outputs discarded).
+The output of frame ``t`` then depends on frames ``0..max(t, k)``: causal after the first ``k`` frames; ``warmup=0``
+(a spec without the key, i.e. students distilled before it existed) is the strictly causal cold start.
 """
 
 from __future__ import annotations
@@ -247,7 +255,7 @@ class ConvLSTMStudent(nn.Module):
     name: str = "convlstm"
 
     def __init__(self, blocks: int = 4, layers: int = 1, base_filters: int = 12, in_channels: int = 1,
-                 kernel: int = 3, skips: bool = False, mean: float = 0.0, std: float = 255.0) -> None:
+                 kernel: int = 3, skips: bool = False, mean: float = 0.0, std: float = 255.0, warmup: int = 0) -> None:
         super().__init__()
         if not 1 <= int(blocks) <= 4:
             raise UserError(f"--blocks must be 1..4, got {blocks}")
@@ -255,9 +263,11 @@ class ConvLSTMStudent(nn.Module):
             raise UserError(f"--layers must be 1..4, got {layers}")
         if float(std) <= 0:
             raise UserError(f"convlstm: std must be > 0, got {std}")
+        if int(warmup) < 0:
+            raise UserError(f"convlstm: warmup must be >= 0, got {warmup}")
         self.blocks, self.layers, self.base_filters = int(blocks), int(layers), int(base_filters)
         self.in_channels, self.kernel, self.skips = int(in_channels), int(kernel), bool(skips)
-        self.mean, self.std = float(mean), float(std)
+        self.mean, self.std, self.warmup = float(mean), float(std), int(warmup)
         widths = [self.base_filters * 2**i for i in range(self.blocks)]
         self.widths = widths
         self.encoder = nn.ModuleList()
@@ -289,9 +299,11 @@ class ConvLSTMStudent(nn.Module):
         """Frame sides are padded up to a multiple of this (the pooling factor)."""
         return 2 ** (self.blocks - 1)
 
-    def initial_state(self) -> None:
-        """The zero state a clip starts from (``None``: every layer starts at zeros)."""
-        return None
+    def warm_state(self, x: torch.Tensor) -> State | None:
+        """The state a video starts from (see the module docstring): after frames ``k..1`` of its normalised first
+        frames ``x`` (1, >= k + 1, 1, H, W) run backwards, ``k = min(warmup, frames - 1)``; None (zeros) when k is 0."""
+        k = min(self.warmup, x.shape[1] - 1)
+        return self(x[:, 1 : k + 1].flip(1), None, return_state=True)[1] if k > 0 else None
 
     def forward(self, x: torch.Tensor, state: State | None = None, return_state: bool = False,
                 fast: bool | None = None):
@@ -414,7 +426,7 @@ class ConvLSTMStudent(nn.Module):
 
     @torch.no_grad()
     def predict(self, frames: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """LV probabilities of one video, frame by frame in one causal pass.
+        """LV probabilities of one video in one pass from its :meth:`warm_state`.
 
         Args:
             frames: (T, H, W) uint8 grey frames.
@@ -426,8 +438,9 @@ class ConvLSTMStudent(nn.Module):
         self.eval()
         device = next(self.parameters()).device
         out = np.empty(frames.shape, np.float32)
-        state = None
         try:
+            state = self.warm_state(self.normalise(torch.from_numpy(np.ascontiguousarray(
+                frames[: self.warmup + 1])).to(device))[None])
             for start in range(0, len(frames), max(1, int(batch_size))):
                 chunk = torch.from_numpy(np.ascontiguousarray(frames[start : start + batch_size])).to(device)
                 logits, state = self(self.normalise(chunk)[None], state, return_state=True)
@@ -461,13 +474,13 @@ class ConvLSTMStudent(nn.Module):
         """The architecture and input normalisation (``build_model('convlstm', spec)`` rebuilds it)."""
         return {"blocks": self.blocks, "layers": self.layers, "base_filters": self.base_filters,
                 "in_channels": self.in_channels, "kernel": self.kernel, "skips": self.skips,
-                "mean": self.mean, "std": self.std}
+                "mean": self.mean, "std": self.std, "warmup": self.warmup}
 
     def save_assets(self, folder: Path) -> None:
         """Nothing besides the weights and model.json is needed."""
 
 
-SPEC_KEYS = ("blocks", "layers", "base_filters", "in_channels", "kernel", "skips", "mean", "std")
+SPEC_KEYS = ("blocks", "layers", "base_filters", "in_channels", "kernel", "skips", "mean", "std", "warmup")
 
 
 @register("convlstm")

@@ -119,7 +119,7 @@ def test_chunked_predict_equals_one_pass_and_training_path_matches_inference():
     np.testing.assert_allclose(whole, chunked, atol=1e-5)
     assert whole.dtype == np.float32 and whole.shape == frames.shape and 0 <= whole.min() <= whole.max() <= 1
     x = model.normalise(torch.from_numpy(frames))[None, :, None]
-    grad_path = model(x.requires_grad_())  # autograd (out-of-place) recurrence
+    grad_path = model(x.requires_grad_(), model.warm_state(x.detach()))  # autograd recurrence, from predict's start
     np.testing.assert_allclose(torch.sigmoid(grad_path)[0, :, 0].detach().numpy(), whole, atol=1e-5)
 
 
