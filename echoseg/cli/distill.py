@@ -58,6 +58,10 @@ def distill(
     layers: Annotated[int, typer.Option("--layers", help="ConvLSTM layers per block (1..4).")] = 1,
     skips: Annotated[bool, typer.Option(
         "--skips/--no-skips", help="U-Net skip connections (not in the published student).")] = False,
+    warmup: Annotated[int | None, typer.Option(
+        "--warmup", help="Frames played backwards to warm the ConvLSTM state before each video at validation and "
+        "inference (default: the model config's, 16; 0: strictly causal cold start). Frame t then depends on frames "
+        "0..max(t, warmup).")] = None,
     seq_len: Annotated[int, typer.Option("--seq-len", help="Frames of the random window per video and step.")] = 25,
     half_res: Annotated[bool, typer.Option(
         "--half-res/--full-res", help="Train at half resolution (inference stays at full resolution).")] = False,

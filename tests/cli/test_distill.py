@@ -59,11 +59,12 @@ def test_distill_end_to_end_with_eval_and_cache_reuse(setup, tmp_path, capsys):
     assert cached.parent.name == "pseudo" and echo not in cached.parents
     assert len(list((cached / "done").glob("*.json"))) == 6
     # a second run with the same teacher labels nothing new
-    again = _run(["distill", "--teacher", teacher, "--data", str(echo), "--epochs", "1", "--skips", *FAST,
-                  "--out", str(tmp_path / "kd2")], capsys)
+    again = _run(["distill", "--teacher", teacher, "--data", str(echo), "--epochs", "1", "--skips", "--warmup", "0",
+                  *FAST, "--out", str(tmp_path / "kd2")], capsys)
     log = (again / "log.txt").read_text()
     assert "5 of 5 video(s) cached, 0 to label" in log
     assert json.loads((again / "summary.json").read_text())["costs"]["student"]["parameters"] > 39_577
+    assert json.loads((again / "checkpoints" / "model.json").read_text())["spec"]["warmup"] == 0  # cold start
 
 
 def test_resume_continues_exactly(setup, tmp_path, capsys):
@@ -88,6 +89,7 @@ def test_bad_inputs_exit_2_without_a_run(setup, tmp_path, capsys):
         (["--teacher", f"run:{tmp_path}", "--data", echo], "not a training run"),
         (["--teacher", f"run:{setup / 'teacher'}", "--data", str(tmp_path)], "not an EchoNet-Dynamic folder"),
         (["--teacher", f"run:{setup / 'teacher'}", "--data", echo, "--blocks", "5"], "--blocks"),
+        (["--teacher", f"run:{setup / 'teacher'}", "--data", echo, "--warmup", "-1"], "--warmup must be >= 0"),
         (["--data", echo], "--teacher is required"),
     ]
     for args, message in cases:

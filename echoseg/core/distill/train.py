@@ -63,6 +63,7 @@ class DistillConfig(StageConfig):
     blocks: int = 4
     layers: int = 1
     skips: bool = False
+    warmup: int | None = None  # None: the model config's (16 in the named configs)
     seq_len: int = 25
     half_res: bool = False
     epochs: int = 100
@@ -80,6 +81,7 @@ class DistillConfig(StageConfig):
         checks = [
             (1 <= self.blocks <= 4, f"--blocks must be 1..4, got {self.blocks}"),
             (1 <= self.layers <= 4, f"--layers must be 1..4, got {self.layers}"),
+            (self.warmup is None or self.warmup >= 0, f"--warmup must be >= 0, got {self.warmup}"),
             (self.seq_len >= 1, f"--seq-len must be >= 1, got {self.seq_len}"),
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
@@ -182,8 +184,9 @@ def validate(model, videos: VideoSet, device: torch.device, autocast, chunk: int
 
 def build_student(cfg: DistillConfig, mean: float, std: float):
     """The convlstm student of ``cfg`` normalising with the training frames' grey-level ``mean``/``std``."""
+    extra = {} if cfg.warmup is None else {"warmup": cfg.warmup}
     return build_model("convlstm", cfg.model_config, blocks=cfg.blocks, layers=cfg.layers, skips=cfg.skips,
-                       mean=mean, std=std)
+                       mean=mean, std=std, **extra)
 
 
 def train_student(cfg: DistillConfig, run: Run, train_set: VideoSet, val_set: VideoSet,
