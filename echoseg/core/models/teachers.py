@@ -30,8 +30,9 @@ own size. Chosen by a spec string (:func:`load_teacher`):
     (``... in the cardiac ultrasound.``), a ``random[:pK]`` one variant A. The text used is in :attr:`Teacher.info`.
 
 ``run:DISTILL_RUN``
-    An ``echoseg distill`` run: its causal ConvLSTM student labels each video in one pass at the frames' own size,
-    binarised with the threshold the distillation chose (:attr:`Teacher.threshold`).
+    An ``echoseg distill`` run: its ConvLSTM student labels each video in one pass at the frames' own size, from
+    its warm start (causal after the first ``warmup`` frames; see :mod:`echoseg.core.models.convlstm`), binarised
+    with the threshold the distillation chose (:attr:`Teacher.threshold`).
 """
 
 from __future__ import annotations
@@ -247,7 +248,7 @@ class RunTeacher(Teacher):
 
 
 class StudentTeacher(Teacher):
-    """The ConvLSTM student of an ``echoseg distill`` run: each video in one causal pass, at the frames' own size.
+    """The ConvLSTM student of an ``echoseg distill`` run: each video in one pass from its warm start, at full size.
 
     Its binarisation threshold (chosen on validation data by the distillation) is :attr:`threshold`.
     """
@@ -257,7 +258,7 @@ class StudentTeacher(Teacher):
         self.threshold = float(model.threshold)
         details = {"spec": f"run:{Path(run_dir).resolve()}", "kind": "distilled student",
                    "run": str(Path(run_dir).resolve()), "checkpoint": which, "model": info.get("name"),
-                   "threshold": self.threshold, "causal": True}
+                   "threshold": self.threshold, "warmup": int(model.warmup)}
         super().__init__(f"run:{Path(run_dir).name} (convlstm student)", model, device, details)
 
     def _logits(self, frames: np.ndarray) -> torch.Tensor:
