@@ -13,6 +13,7 @@ from echoseg.cli.options import (
     NameOpt,
     OutOpt,
     PrecisionOpt,
+    ReportToOpt,
     ResumeOpt,
     SeedOpt,
     SetOpt,
@@ -36,7 +37,7 @@ _EPILOG = """Chain (bash):
   KD=$(echoseg distill --teacher deeplabv3:deeplabv3_resnet50_random.pt --data $SYN --eval-data $ECHONET --half-res)
 """
 # Options a resumed run may change, in the order its error message lists them.
-RESUMABLE = ("epochs", "device")
+RESUMABLE = ("epochs", "device", "report_to")
 
 
 def distill(
@@ -77,6 +78,7 @@ def distill(
         "--eval-data: also traced frames outside it) and list it in problems.csv and summary.json, instead of "
         "stopping (exit 2).")] = False,
     precision: PrecisionOpt = "no",
+    report_to: ReportToOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     resume: ResumeOpt = None,

@@ -26,6 +26,14 @@ SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="Override an option: --set key=value (repeatable; wins over all).")
 ]
 ResumeOpt = Annotated[Path | None, typer.Option("--resume", help="Continue an interrupted or failed run in place.")]
+ReportToOpt = Annotated[
+    list[str] | None,
+    typer.Option("--report-to", metavar="TRACKER", help="Also log each metrics.jsonl row and the run's config to "
+                 "experiment trackers: tensorboard, wandb, mlflow (repeatable or comma-separated; default none; "
+                 "recorded in run.json, results unchanged). Files go to <run>/trackers/; wandb runs offline unless "
+                 "WANDB_MODE is set, mlflow writes <run>/trackers/mlruns unless MLFLOW_TRACKING_URI is set. Each "
+                 "needs its extra, e.g. pip install 'echoseg[tensorboard]'."),
+]
 CacheDirOpt = Annotated[
     Path | None, typer.Option("--cache-dir", help="Where preprocessed caches go (default: $ECHOSEG_CACHE/samples, "
         "else ~/.cache/echoseg/samples).")
@@ -98,7 +106,8 @@ def open_run(
 ):
     """Create (or, with ``resume``, reopen) the command's run directory; validate inputs before this.
 
-    ``command_line`` replaces the recorded argv (e.g. with source paths redacted) from the first write on.
+    ``command_line`` replaces the recorded argv (e.g. with source paths redacted) from the first write on. A
+    ``report_to`` entry of ``cfg`` (``--report-to``) is checked and stored as a list of tracker names.
     """
     import os
 
@@ -109,6 +118,10 @@ def open_run(
 
     if resume is not None and out is not None and Path(out).resolve() != Path(resume).resolve():
         raise UserError("--resume and --out name different directories; give only --resume")
+    if "report_to" in cfg:  # --report-to: known trackers whose packages are installed, before any directory exists
+        from echoseg.core.engine.tracking import check_report_to
+
+        cfg["report_to"] = check_report_to(cfg["report_to"])
 
     def _open() -> Run:
         recorded = command_line if command_line is not None else argv()

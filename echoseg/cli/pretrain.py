@@ -13,6 +13,7 @@ from echoseg.cli.options import (
     NameOpt,
     OutOpt,
     PrecisionOpt,
+    ReportToOpt,
     ResumeOpt,
     SeedOpt,
     SetOpt,
@@ -40,7 +41,7 @@ CPU smoke test: echoseg pretrain --method mgca --config tiny --data $PROMPTS --e
 """
 
 # Options a resumed run may change, in the order its error message lists them.
-RESUMABLE = ("epochs", "device")
+RESUMABLE = ("epochs", "device", "report_to")
 _CONFIGS = ", ".join(list_configs("vlp"))
 
 
@@ -85,6 +86,7 @@ def pretrain(
         "--attention-pairs", help="Validation pairs drawn in attention_maps.png (GLoRIA, MGCA).")] = 4,
     cache_dir: CacheDirOpt = None,
     precision: PrecisionOpt = "no",
+    report_to: ReportToOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     resume: ResumeOpt = None,

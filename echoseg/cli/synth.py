@@ -14,6 +14,7 @@ from echoseg.cli.options import (
     NameOpt,
     OutOpt,
     PrecisionOpt,
+    ReportToOpt,
     ResumeOpt,
     SeedOpt,
     SetOpt,
@@ -39,7 +40,7 @@ app = typer.Typer(
 PRECISIONS = ("no", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 # Options a resumed run may change (everything else must match the interrupted invocation).
-TRAIN_RESUMABLE = ("steps", "device", "checkpoint_every", "sample_every")
+TRAIN_RESUMABLE = ("steps", "device", "checkpoint_every", "sample_every", "report_to")
 GENERATE_RESUMABLE = ("device", "batch_size")
 # Options a resumed run neither checks nor records; any other explicit option must equal the run's own.
 _BOOKKEEPING = ("resume", "out", "name", "config", "sets", "cache_dir")
@@ -98,6 +99,7 @@ def train(
         "--sample-every", help="Steps between sample grids (0: only at the end).")] = None,
     cache_dir: CacheDirOpt = None,
     precision: PrecisionOpt = "no",
+    report_to: ReportToOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     resume: ResumeOpt = None,

@@ -9,12 +9,16 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from echoseg import __version__
+from echoseg.core.engine import tracking
 from echoseg.core.errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from echoseg.core.runs import Run
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("no", "fp16", "bf16")
@@ -188,8 +192,12 @@ def launch_mismatch(environ: dict[str, str] | None = None, launcher_argv: list[s
             f"CPU, with --device cpu) or `torchrun --nproc_per_node {n}`")
 
 
-def make_accelerator(precision: str = "no", device: str = "auto"):
-    """An ``accelerate.Accelerator`` for ``device`` (auto|cpu|cuda) and ``precision`` (no|fp16|bf16)."""
+def make_accelerator(precision: str = "no", device: str = "auto", run: Run | None = None):
+    """An ``accelerate.Accelerator`` for ``device`` (auto|cpu|cuda) and ``precision`` (no|fp16|bf16).
+
+    With ``run``, the trackers its configuration names (``--report-to``) are attached: its metrics rows go to them
+    (see ``echoseg.core.engine.tracking``).
+    """
     # deferred: accelerate pulls in torch.distributed and friends; import it where a loop starts, not with the CLI
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.state import AcceleratorState
@@ -200,4 +208,7 @@ def make_accelerator(precision: str = "no", device: str = "auto"):
         AcceleratorState._reset_state(True)
     # CLIPSeg's CLIP has parameters the segmentation path never uses (logit_scale); DDP must tolerate them.
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)]
-    return Accelerator(mixed_precision=precision, cpu=dev == "cpu", kwargs_handlers=handlers)
+    accelerator = Accelerator(mixed_precision=precision, cpu=dev == "cpu", kwargs_handlers=handlers,
+                              **tracking.accelerator_kwargs(run))
+    tracking.attach(run, accelerator)
+    return accelerator

@@ -126,9 +126,13 @@ class RunLock:
             os.close(fd)
 
     def release(self) -> None:
-        """Drop the lock (the file stays: unlinking it could let two claimants lock two different files)."""
+        """Drop the lock (the file stays: unlinking it could let two claimants lock two different files).
+
+        The holder line is cleared first, so only a lock its process did not release (it died) reads as stale.
+        """
         if self.fd >= 0:
             with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
                 os.close(self.fd)
             self.fd = -1
@@ -234,6 +238,7 @@ class Run:
         self.fresh = fresh
         self.writer = writer
         self.lock = lock
+        self.trackers: Any = None  # experiment trackers (engine.tracking.attach) that get every metrics row
 
     # ----------------------------------------------------------------- creation
     @classmethod
@@ -382,12 +387,15 @@ class Run:
             pass
 
     def log_metrics(self, row: dict[str, Any]) -> None:
-        """Append one JSON object to metrics.jsonl (flushed at once so a crash loses nothing)."""
+        """Append one JSON object to metrics.jsonl (flushed at once so a crash loses nothing) and log it to the
+        run's experiment trackers, if any (``--report-to``)."""
         if not self.writer:
             return
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(to_json(row, indent=None) + "\n")
             f.flush()
+        if self.trackers is not None:
+            self.trackers.log(row)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The rows of metrics.jsonl written so far."""
@@ -422,7 +430,10 @@ class Run:
         self._save()
 
     def close(self) -> None:
-        """Release the run directory's lock (the run stays as it is)."""
+        """Finish the run's experiment trackers and release the run directory's lock (the run stays as it is)."""
+        trackers, self.trackers = self.trackers, None
+        if trackers is not None:
+            trackers.finish()
         if self.lock is not None:
             self.lock.release()
             self.lock = None

@@ -38,6 +38,7 @@ def test_lock_is_released_when_the_run_ends_and_resume_reclaims_it(tmp_path):
         Run.create("stats", "wilcoxon", out=out, config={})
     with run_context(Run.resume(out, "stats", "wilcoxon")):
         pass
+    assert "took over the lock" not in (out / "log.txt").read_text()  # a released lock is not a stale one
 
 
 def test_empty_directory_holding_only_a_lock_file_is_fresh(tmp_path):

@@ -149,7 +149,7 @@ def pretrain(cfg: PretrainConfig, run: Run, train_pairs: PairData, val_pairs: Pa
     """
     cfg.validate()
     hp = hyperparameters(cfg.method, cfg.loss)
-    accelerator = make_accelerator(cfg.precision, cfg.device)
+    accelerator = make_accelerator(cfg.precision, cfg.device, run)  # run: its --report-to trackers
     set_seed(cfg.seed)
     folder = run.path / artefacts.CKPT_DIR
     assets = _prepare_tokenizer(cfg, run, train_pairs, accelerator)

@@ -37,6 +37,7 @@ from echoseg.core.console import make_progress
 from echoseg.core.data.cache import build_cache, default_cache_dir
 from echoseg.core.data.imaging import check_label_maps
 from echoseg.core.data.manifest import label_convention, mask_labels, read_manifest
+from echoseg.core.engine import tracking
 from echoseg.core.errors import UserError
 from echoseg.core.io import atomic_path, write_png
 from echoseg.core.models.diffusion import (
@@ -158,13 +159,17 @@ def pair_grid(labels: np.ndarray, images: np.ndarray) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------------------------------- loop
-def _accelerator(cfg: SynthTrainConfig):
+def _accelerator(cfg: SynthTrainConfig, run: Run):
+    """The loop's accelerator, with the trackers of ``run`` (``--report-to``) attached."""
     from accelerate import Accelerator  # deferred: heavy import, loaded only when this path runs
 
+    trackers = tracking.accelerator_kwargs(run)
     try:
-        return Accelerator(mixed_precision=cfg.precision, cpu=cfg.device == "cpu")
+        accelerator = Accelerator(mixed_precision=cfg.precision, cpu=cfg.device == "cpu", **trackers)
     except (ValueError, RuntimeError) as exc:
         raise UserError(f"--precision {cfg.precision}: {str(exc).splitlines()[0]}") from None
+    tracking.attach(run, accelerator)
+    return accelerator
 
 
 def _lr_lambda(warmup: int):
@@ -250,7 +255,7 @@ def train(run: Run, data: str | Path, cfg: SynthTrainConfig, cache_dir: Path | N
         pairs = Pairs(pairs.images[keep], pairs.labels[keep], pairs.table[keep].reset_index(drop=True))
     run.log(f"training pairs: {len(pairs.images)} images at {cfg.size}x{cfg.size}")
 
-    accelerator = _accelerator(cfg)
+    accelerator = _accelerator(cfg, run)
     device = accelerator.device
     torch.manual_seed(cfg.seed)
     unet = build_unet(named["unet"], cfg.size)
