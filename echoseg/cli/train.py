@@ -14,6 +14,7 @@ from echoseg.cli.options import (
     NameOpt,
     OutOpt,
     PrecisionOpt,
+    ReportToOpt,
     ResumeOpt,
     SeedOpt,
     SetOpt,
@@ -38,11 +39,15 @@ _EPILOG = """Strategies (bash):
 Frozen pre-trained encoder, 10 % of the training patients (SynCXR):
 
   SEG=$(echoseg train --model unet --encoder vlp:$PRETRAIN_RUN --freeze-encoders --train-fraction 0.1 --data $PROMPTS)
+
+Synthetic Boost's released recipe (explicit options win over it; examples/synthetic_boost.sh runs the whole grid):
+
+  echoseg train --model cris --config rn50 --recipe sb-code --weights cris_r50_refcoco.pth --data $PROMPTS --prompt p4
 """
 
 
 # Options a resumed run may change, in the order its error message lists them.
-RESUMABLE = ("epochs", "device", "num_workers")
+RESUMABLE = ("epochs", "device", "num_workers", "report_to")
 _SEGMENTERS = list_models("segmentation")
 _CONFIGS = "; ".join(f"{m}: {', '.join(list_configs(m))}" for m in _SEGMENTERS)
 
@@ -79,6 +84,14 @@ def train(
         "--train-fraction", help="Train on a seeded subset of this fraction of the train split's patients "
         "(0 < F <= 1; nested across fractions for one --seed); recorded in run.json and summary.json.")] = 1.0,
     epochs: Annotated[int, typer.Option("--epochs", help="Maximum epochs (early stopping may end sooner).")] = 100,
+    min_epochs: Annotated[int, typer.Option(
+        "--min-epochs", help="Early stopping cannot end the run before this epoch (at most --epochs).")] = 0,
+    recipe: Annotated[str | None, typer.Option(
+        "--recipe", help="Synthetic Boost's recipe for clipseg/cris, filling every option not given (on the command "
+        "line, in --config or by --set): sb-paper (the paper: CLIPSeg lr 2e-3, threshold 0.5, BCE weight 0.25) or "
+        "sb-code (the released configs: CLIPSeg lr 2e-4, CRIS threshold 0.35, BCE weight 0.2; CRIS needs the "
+        "RefCOCO CRIS checkpoint as --weights). Both: CRIS lr 2e-5, batch 128 (CLIPSeg) / 32 (CRIS), grad clip "
+        "0.5, 10 to 1000 epochs, fp16 mixed precision on a GPU only (no on a CPU). Recorded in run.json.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per step and process.")] = 32,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default: the model's, 2e-3 for CLIPSeg).")]
     = None,
@@ -100,6 +113,7 @@ def train(
     num_workers: Annotated[int, typer.Option("--num-workers", help="DataLoader worker processes.")] = 0,
     cache_dir: CacheDirOpt = None,
     precision: PrecisionOpt = "no",
+    report_to: ReportToOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     resume: ResumeOpt = None,
@@ -127,6 +141,7 @@ def train(
         cfg["model_config"] = mc
         cfg["data"] = {k: (str(v) if v is not None else None) for k, v in
                        (("all", data), ("train", train_data), ("val", val_data), ("test", test_data))}
+        cfg = _with_recipe(ctx, cfg, config_file, sets)
     sources = _split_sources(cfg["data"])
     tc = TrainConfig.from_dict(cfg)
     tc.validate()
@@ -150,8 +165,28 @@ def train(
                        {"init_from": str(tc.init_from)} if tc.init_from else {}) | (
                        {"encoder": encoder_path} if encoder_path else {}))
     with run_context(run):
+        if resume is None and tc.recipe:
+            from echoseg.core.env import resolve_device
+            from echoseg.core.train.recipes import describe
+
+            run.log(describe(cfg, resolve_device(tc.device) == "cuda"))
         run_training(tc, run, splits["train"], splits["val"], splits["test"])
     emit_run_path(run.path)
+
+
+def _with_recipe(ctx: typer.Context, cfg: dict, config_file: Path | None, sets: list[str] | None) -> dict:
+    """``cfg`` with ``--recipe``'s values in every option the user did not set (command line, --config, --set)."""
+    if not cfg.get("recipe"):
+        return cfg
+    from echoseg.cli.options import explicit_params
+    from echoseg.core.config import load_config_file, parse_sets
+    from echoseg.core.env import resolve_device
+    from echoseg.core.train.recipes import apply_recipe
+
+    given = explicit_params(ctx) | set(parse_sets(sets))
+    if config_file is not None:
+        given |= set(load_config_file(config_file))
+    return apply_recipe(cfg, given, gpu=resolve_device(str(cfg.get("device", "auto"))) == "cuda")
 
 
 def _split_sources(data: dict[str, str | None]) -> dict[str, str | None]:

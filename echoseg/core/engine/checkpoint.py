@@ -86,12 +86,13 @@ def prepare_and_restore(accelerator, model, optimizer, state: dict[str, Any] | N
 
 
 def close_epoch(book: dict[str, Any], epoch: int, seconds: float, best: dict[str, Any] | None, patience: int,
-                epochs: int) -> bool:
+                epochs: int, min_epochs: int = 0) -> bool:
     """Record finished ``epoch`` in ``book`` and return whether it improved.
 
     ``best`` holds the best-so-far fields an improving epoch sets (None: it did not improve); an improvement also
     sets ``best_epoch``, resets ``bad_epochs`` and, when the book keeps it, sets ``time_to_best`` to the elapsed
-    time. ``patience`` epochs in a row without improvement stop the run early; epoch ``epochs`` ends it.
+    time. ``patience`` epochs in a row without improvement stop the run early, though not before epoch
+    ``min_epochs``; epoch ``epochs`` ends it.
     """
     book["elapsed"] += seconds
     book["epoch"] = epoch
@@ -101,7 +102,7 @@ def close_epoch(book: dict[str, Any], epoch: int, seconds: float, best: dict[str
             book["time_to_best"] = book["elapsed"]
     else:
         book["bad_epochs"] += 1
-    if book["bad_epochs"] >= patience:
+    if book["bad_epochs"] >= patience and epoch >= min_epochs:
         book.update(done=True, stopped_early=True)
     if epoch >= epochs:
         book["done"] = True

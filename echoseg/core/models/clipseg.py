@@ -8,6 +8,7 @@ normalisation shipped beside the weights.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,11 +54,27 @@ class CLIPSeg(SegModel):
     def forward(
         self, images: torch.Tensor, texts: Sequence[str], structures: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Logits (B, 1, H, W); ``structures`` is unused (the prompt carries the structure)."""
+        """Logits (B, 1, H, W); ``structures`` is unused (the prompt carries the structure).
+
+        The steps of ``CLIPSegForImageSegmentation.forward`` (CLIP image activations at ``extract_layers``, the
+        projected text embedding, the decoder), without its ``torch.no_grad()`` around the CLIP encoders: that
+        would keep them frozen whatever ``--freeze-encoders`` says. Frozen encoders record no graph either way.
+        """
         tokens = self.tokenize(texts, images.device)
-        out = self.hf(pixel_values=images, **tokens)
-        logits = out.logits
+        clip = self.hf.clip
+        vision = clip.vision_model(pixel_values=images, output_hidden_states=True, return_dict=True,
+                                   **self._interpolate)
+        activations = [vision.hidden_states[i + 1] for i in self.hf.extract_layers]
+        text = clip.text_model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"],
+                               return_dict=True)
+        logits = self.hf.decoder(activations, clip.text_projection(text.pooler_output)).logits
         return logits.reshape(images.shape[0], 1, *logits.shape[-2:])
+
+    @property
+    def _interpolate(self) -> dict[str, bool]:
+        """``interpolate_pos_encoding=True`` (other input sizes than the config's) where transformers has it."""
+        params = inspect.signature(self.hf.clip.vision_model.forward).parameters
+        return {"interpolate_pos_encoding": True} if "interpolate_pos_encoding" in params else {}
 
     def encoder_parameters(self) -> Iterator[nn.Parameter]:
         """CLIP's image and text encoders and their projections (the decoder stays trainable)."""

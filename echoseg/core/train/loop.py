@@ -133,7 +133,7 @@ def train(
     """
     cfg.validate()
     cols = prompt_columns(cfg.prompt)
-    accelerator = make_accelerator(cfg.precision, cfg.device)
+    accelerator = make_accelerator(cfg.precision, cfg.device, run)  # run: its --report-to trackers
     set_seed(cfg.seed)
     folder = run.path / artefacts.CKPT_DIR
     state = None if run.fresh else ckpt.load_training_state(folder)
@@ -202,7 +202,8 @@ def train(
         scheduler.step(val_loss)
         seconds = time.perf_counter() - t0
         best = {"best_dice": val_dice} if val_dice > book["best_dice"] else None
-        improved = ckpt.close_epoch(book, epoch, seconds, best, cfg.early_stop_patience, cfg.epochs)
+        improved = ckpt.close_epoch(book, epoch, seconds, best, cfg.early_stop_patience, cfg.epochs,
+                                    min_epochs=cfg.min_epochs)
         row = {"epoch": epoch, "train_loss": total / n, "train_dice_loss": dice_l / n, "train_bce": bce_l / n,
                "val_loss": val_loss, "val_dice": val_dice, "lr": lr_now, "time": seconds, "best": improved}
         run.log_metrics(row)

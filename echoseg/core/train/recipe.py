@@ -22,6 +22,7 @@ from echoseg.core.errors import UserError
 from echoseg.core.models import list_models
 from echoseg.core.models.unet_resnet import parse_encoder
 from echoseg.core.train.losses import DiceBCELoss
+from echoseg.core.train.recipes import RECIPES
 
 
 @dataclass
@@ -37,6 +38,7 @@ class TrainConfig(StageConfig):
     encoder: str | None = None  # U-Net only: vlp:PRETRAIN_RUN, imagenet:FILE or random
     train_fraction: float = 1.0  # seeded patient-level subset of the train split
     epochs: int = 100
+    min_epochs: int = 0  # early stopping cannot end a run before epoch min(min_epochs, epochs)
     batch_size: int = 32
     lr: float | None = None  # None: the model config's lr
     weight_decay: float = 1e-3
@@ -55,6 +57,7 @@ class TrainConfig(StageConfig):
     num_workers: int = 0
     init_from: str | None = None
     cache_dir: str | None = None
+    recipe: str | None = None  # a named recipe (echoseg.core.train.recipes) that filled the options left alone
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -78,6 +81,8 @@ class TrainConfig(StageConfig):
             (self.encoder is None or self.model == "unet", f"--encoder: only the U-Net takes a ResNet encoder "
              f"(--model unet), not --model {self.model!r}"),
             (0 < self.train_fraction <= 1, f"--train-fraction must be in (0, 1], got {self.train_fraction}"),
+            (self.min_epochs >= 0, f"--min-epochs must be >= 0, got {self.min_epochs}"),
+            (self.recipe in (None, *RECIPES), f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}"),
         ]
         check_all(checks)
         if self.encoder is not None:
