@@ -86,6 +86,11 @@ def afd(
         help="'tracings' (ED/ES = larger/smaller traced area in VolumeTracings.csv) or a CSV with header "
         "FileName,ED,ES.")] = "tracings",
     save_masks: SaveMasksOpt = False,
+    subsample: Annotated[int, typer.Option(
+        "--subsample", help="Keep every K-th frame (0, K, 2K, ...; K >= 1): the area curve of --masks/--areas is "
+        "subsampled, --run/--teacher label those frames only. Detected ED/ES frames map back to original frame "
+        "indices, so aFD stays in original frames and ms (EchoDFKD's aFD versus sampling rate, Fig. 4). Recorded "
+        "in summary.json; not with --save-masks.")] = 1,
     batch_size: ModelBatchOpt = 32,
     mean: MeanOpt = None,
     std: StdOpt = None,
@@ -111,9 +116,14 @@ def afd(
 
     Writes per_video.csv, summary.json and area_curves.png (and masks/ with --save-masks).
 
+    --subsample K keeps every K-th frame (the reference maps to the nearest kept frame, the estimate back to K times
+    its index): run it for K = 1, 2, 4, ... and `echoseg report` plots aFD against K (fig4_sampling.png).
+
     Example: echoseg eval afd --data toy/echonet --masks masks/ --split TEST --out runs/afd
 
     Example: echoseg eval afd --data EchoNet-Dynamic --teacher deeplabv3:deeplabv3_resnet50_random.pt --save-masks
+
+    Example: echoseg eval afd --data toy/echonet --run runs/distill/b2l1 --split all --subsample 4
     """
     # deferred: the stage and its libraries load only when the command runs (`echoseg --help` stays fast)
     from echoseg.core.eval.afd import EvalAfdConfig, load_afd_inputs, run_afd

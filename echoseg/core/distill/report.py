@@ -6,7 +6,8 @@ Per model ``m`` in (student, teacher) an evaluation on ``--eval-data`` writes:
 - ``eval/<m>/per_video.csv``: the ``eval afd`` columns (FileName, Split, FPS, NumberOfFrames, Reference, ED_ref,
   ED_est, ED_delay, ED_delay_ms, ES_...) plus ``Dice_ED``, ``Dice_ES`` (Dice of the binarised mask against the
   rasterised tracing, :func:`echoseg.core.data.echonet.tracing_mask`, on the traced ED/ES frames) and ``Dice_mean``
-  (over every traced frame);
+  (over every traced frame), and the same for IoU (``IoU_ED``, ``IoU_ES``, ``IoU_mean``: EchoDFKD's mIoU, the IoU
+  of the binarised mask against the human tracing, averaged over the traced frames);
 - ``eval/<m>/area_curves.png``: area curves with reference and estimated ED/ES frames.
 
 Areas come from :func:`echoseg.core.metrics.areas.mask_areas` on the binarised masks (student: its validation
@@ -49,6 +50,11 @@ def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(pred, truth).sum()) / total
 
 
+def _iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    union = int(np.logical_or(pred, truth).sum())
+    return 1.0 if union == 0 else int(np.logical_and(pred, truth).sum()) / union
+
+
 def evaluate_model(predict: Predictor, threshold: float, data: str | Path, filelist: pd.DataFrame,
                    frames_of: Callable[[str], np.ndarray], label: str, progress: bool = True
                    ) -> tuple[pd.DataFrame, dict[str, Any], AreaSignals]:
@@ -75,21 +81,22 @@ def evaluate_model(predict: Predictor, threshold: float, data: str | Path, filel
         ref = reference_frames(traced) if traced else None
         if ref is not None:
             refs[name] = (int(ref[0]), int(ref[1]))
-        scores = {}
+        scores, ious = {}, {}
         for frame, rows in traced.items():
             if 0 <= frame < len(probs) and len(rows) >= 3:
-                scores[frame] = _dice(probs[frame] > threshold, tracing_mask(rows, *probs.shape[1:]).astype(bool))
-        dice_rows.append({
-            "FileName": name,
-            "Dice_ED": scores.get(ref[0], np.nan) if ref else np.nan,
-            "Dice_ES": scores.get(ref[1], np.nan) if ref else np.nan,
-            "Dice_mean": float(np.mean(list(scores.values()))) if scores else np.nan,
-        })
+                pred, truth = probs[frame] > threshold, tracing_mask(rows, *probs.shape[1:]).astype(bool)
+                scores[frame], ious[frame] = _dice(pred, truth), _iou(pred, truth)
+        row = {"FileName": name}
+        for metric, values in (("Dice", scores), ("IoU", ious)):
+            row[f"{metric}_ED"] = values.get(ref[0], np.nan) if ref else np.nan
+            row[f"{metric}_ES"] = values.get(ref[1], np.nan) if ref else np.nan
+            row[f"{metric}_mean"] = float(np.mean(list(values.values()))) if values else np.nan
+        dice_rows.append(row)
     signals = AreaSignals.from_curves(curves)
     table, summary = evaluate_afd(signals, filelist, refs, info={"threshold": threshold})
-    table = table.merge(pd.DataFrame(dice_rows, columns=["FileName", "Dice_ED", "Dice_ES", "Dice_mean"]),
-                        on="FileName", how="left")
-    for col in ("Dice_ED", "Dice_ES", "Dice_mean"):
+    overlap = [f"{m}_{p}" for m in ("Dice", "IoU") for p in ("ED", "ES", "mean")]
+    table = table.merge(pd.DataFrame(dice_rows, columns=["FileName", *overlap]), on="FileName", how="left")
+    for col in overlap:
         vals = table[col].to_numpy(np.float64)
         summary[f"{col.lower()}_tracings"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
     summary["videos_with_tracings"] = int(np.isfinite(table["Dice_mean"].to_numpy(np.float64)).sum())
@@ -136,6 +143,7 @@ ROWS = [
     ("Dice vs tracings ED", ("eval", "{m}", "dice_ed_tracings"), "{:.4f}"),
     ("Dice vs tracings ES", ("eval", "{m}", "dice_es_tracings"), "{:.4f}"),
     ("Dice vs tracings (all traced)", ("eval", "{m}", "dice_mean_tracings"), "{:.4f}"),
+    ("mIoU vs tracings (all traced)", ("eval", "{m}", "iou_mean_tracings"), "{:.4f}"),
 ]
 
 

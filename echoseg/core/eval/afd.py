@@ -3,6 +3,11 @@
 Areas come from mask files (``masks``), an areas CSV (``areas``), or a model run over every frame of every selected
 video (``run_dir``: an echoseg segmentation or distillation run; ``teacher``: a teacher spec). The detection and
 the aFD table are :mod:`echoseg.core.metrics.afd` and :mod:`echoseg.core.metrics.afd_report`.
+
+``subsample`` K keeps every K-th frame (0, K, 2K, ...), EchoDFKD's aFD-versus-sampling-rate analysis: the area
+curves of masks and areas CSVs are subsampled, and a model labels the subsampled video (a temporal student such as
+the ConvLSTM sees the lower frame rate). Detected ED/ES frames map back to original frame indices, so aFD stays in
+original frames and milliseconds.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class EvalAfdConfig(VideoEvalConfig):
     threshold: float | None = None
     reference: str = "tracings"
     save_masks: bool = False
+    subsample: int = 1
 
     def checks(self) -> list[tuple[bool, str]]:
         """The option combinations and ranges :meth:`validate` checks, then the shared ones."""
@@ -54,6 +60,9 @@ class EvalAfdConfig(VideoEvalConfig):
             (source != "areas" or self.threshold is None,
              "--threshold applies to --masks, --run and --teacher only (an areas CSV holds areas already)"),
             (model_driven or not self.save_masks, "--save-masks applies to --run and --teacher only"),
+            (self.subsample >= 1, f"--subsample must be an integer >= 1 (every K-th frame), got {self.subsample}"),
+            (self.subsample == 1 or not self.save_masks,
+             "--save-masks needs every frame (--subsample 1): the masks folder must hold each video's NumberOfFrames"),
             (not model_driven or self.threshold is None or 0 < self.threshold < 1,
              f"--threshold must be a probability in (0, 1) with --run/--teacher, got {self.threshold}"),
             *super().checks(),
@@ -78,6 +87,24 @@ class AfdInputs:
     model: Teacher | None = None  # with run_dir or teacher
     skipped: list[str] = field(default_factory=list)  # video keys left out by --skip-bad
     problems: list[Problem] = field(default_factory=list)  # why
+
+
+class EveryKth:
+    """A frame model that labels every ``k``-th frame of a video only (``predict`` as the wrapped model's)."""
+
+    def __init__(self, model: Teacher, k: int) -> None:
+        self.model, self.k = model, int(k)
+
+    def predict(self, frames: Any, batch_size: int = 32) -> Any:
+        """LV probabilities of frames 0, k, 2k, ... of ``frames`` ``(T, H, W)``."""
+        return self.model.predict(frames[:: self.k], batch_size=batch_size)
+
+
+def subsample_signals(signals: AreaSignals, k: int) -> AreaSignals:
+    """Every ``k``-th point (0, k, 2k, ...) of each area curve."""
+    if k == 1:
+        return signals
+    return AreaSignals.from_curves({name: signals.curve(i)[::k] for i, name in enumerate(signals.names)})
 
 
 def references(data: str | Path, reference: str) -> tuple[dict[str, tuple[int, int]], str]:
@@ -144,12 +171,12 @@ def run_afd(cfg: EvalAfdConfig, run: Run, inputs: AfdInputs | None = None) -> di
         cfg.validate()
         inputs = load_afd_inputs(cfg)
     source, filelist = cfg.source, inputs.filelist
-    signals, available = inputs.areas, None
-    info: dict[str, Any] = {"split": cfg.split.upper(), "reference": inputs.reference_source}
+    signals, available, k = inputs.areas, None, cfg.subsample
+    info: dict[str, Any] = {"split": cfg.split.upper(), "reference": inputs.reference_source, "subsample": k}
     if cfg.skip_bad:
         info.update(report_skipped(run, inputs.problems, len(inputs.skipped)))
     if source == "masks":  # the areas were read (and the mask files checked) with the inputs
-        available = [k for k in list_mask_videos(cfg.masks) if k not in set(inputs.skipped)]
+        available = [v for v in list_mask_videos(cfg.masks) if v not in set(inputs.skipped)]
         info["masks_dir"] = str(Path(cfg.masks).resolve())
         info["threshold"] = cfg.threshold if cfg.threshold is not None else DEFAULT_THRESHOLD
     elif source == "areas":
@@ -158,15 +185,20 @@ def run_afd(cfg: EvalAfdConfig, run: Run, inputs: AfdInputs | None = None) -> di
         model = inputs.model
         thr = model.threshold if cfg.threshold is None else cfg.threshold
         run.log(f"labelling {len(filelist)} video(s) with {model.name} on {model.device}")
-        signals, _ = model_areas(model, cfg.data, list(filelist["FileName"]), threshold=thr,
-                                 batch_size=cfg.batch_size, save_dir=run.file("masks") if cfg.save_masks else None)
+        signals, _ = model_areas(EveryKth(model, k) if k > 1 else model, cfg.data, list(filelist["FileName"]),
+                                 threshold=thr, batch_size=cfg.batch_size,
+                                 save_dir=run.file("masks") if cfg.save_masks else None)
         info.update(teacher=teacher_summary(model, filelist), threshold=thr,
-                    areas_from="pixels with LV probability > threshold, every frame")
+                    areas_from="pixels with LV probability > threshold, every frame" if k == 1
+                    else f"pixels with LV probability > threshold, every {k}-th frame (the model sees those only)")
         if cfg.save_masks:
             info["masks_dir"] = str(run.file("masks").resolve())
-    table, summary = evaluate_afd(signals, filelist, inputs.references, available=available, info=info)
-    write_afd_report(run, table, summary, signals)
-    run.log(f"aFD over {summary['videos_evaluated']} video(s): ED {summary['aFD_ED_frames']:.2f} frames "
+    if source in ("masks", "areas"):
+        signals = subsample_signals(signals, k)
+    table, summary = evaluate_afd(signals, filelist, inputs.references, available=available, info=info, stride=k)
+    write_afd_report(run, table, summary, signals, stride=k)
+    every = f" (every {k}-th frame)" if k > 1 else ""
+    run.log(f"aFD over {summary['videos_evaluated']} video(s){every}: ED {summary['aFD_ED_frames']:.2f} frames "
             f"({summary['aFD_ED_ms']:.1f} ms), ES {summary['aFD_ES_frames']:.2f} frames "
             f"({summary['aFD_ES_ms']:.1f} ms); {summary['videos_without_reference']} without reference, "
             f"{summary['videos_without_areas']} without areas")

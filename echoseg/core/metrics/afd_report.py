@@ -2,13 +2,18 @@
 
 Artefacts written into the run directory:
 
-- ``per_video.csv``: FileName, Split, FPS, NumberOfFrames (frames of the area curve), Reference
+- ``per_video.csv``: FileName, Split, FPS, NumberOfFrames (frames of the area curve: with a ``stride`` K, the
+  frames kept, 0, K, 2K, ...), Reference
   (``yes``/``no``), ED_ref, ED_est, ED_delay, ED_delay_ms, and the same for ES. Videos without a reference
   have estimates only (the global minimum of the signed signal) and empty ref/delay columns.
 - ``summary.json``: aFD_ED / aFD_ES in frames and in milliseconds (per-video ``delay_ms = delay / FPS * 1000``),
   the number of videos evaluated, and the videos without a reference, without areas, or absent from
   the selected rows of FileList.csv, each counted and listed (none is silently dropped).
 - ``area_curves.png``: area curves with reference (solid) and estimated (dashed) ED/ES frames for a sample.
+
+With ``stride`` K the curves hold every K-th frame (EchoDFKD's sampling-rate analysis): the reference frame is
+mapped to the nearest kept frame (``round(ref / K)``, halves up) to choose the run, the estimate is mapped back to
+the original frame index (``K * estimate``), and delays, aFD and the plots are in original frames.
 """
 
 from __future__ import annotations
@@ -46,8 +51,14 @@ def afd_table(
     references: dict[str, tuple[int, int]],
     fps: dict[str, float] | None = None,
     splits: dict[str, str] | None = None,
+    stride: int = 1,
 ) -> pd.DataFrame:
-    """Run the ED/ES detection on every curve (vectorised per curve length) and tabulate the delays."""
+    """Run the ED/ES detection on every curve (vectorised per curve length) and tabulate the delays.
+
+    ``stride``: point ``i`` of each curve is original frame ``i * stride`` (see the module docstring).
+    """
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
     n = len(areas)
     ed_ref = np.full(n, NO_REFERENCE, np.int64)
     es_ref = np.full(n, NO_REFERENCE, np.int64)
@@ -57,9 +68,14 @@ def afd_table(
             ed_ref[i], es_ref[i] = ref
     ed_est = np.zeros(n, np.int64)
     es_est = np.zeros(n, np.int64)
-    for idx, matrix in areas.groups():
-        ed_est[idx], es_est[idx] = detect(matrix, ed_ref[idx], es_ref[idx])
     has_ref = ed_ref >= 0
+    # the reference on the kept frames (nearest, halves up): it only chooses the run of marked frames
+    ed_kept = np.where(has_ref, (ed_ref + stride // 2) // stride, NO_REFERENCE)
+    es_kept = np.where(has_ref, (es_ref + stride // 2) // stride, NO_REFERENCE)
+    for idx, matrix in areas.groups():
+        ed_est[idx], es_est[idx] = detect(matrix, ed_kept[idx], es_kept[idx])
+    ed_est *= stride
+    es_est *= stride
     fps_arr = np.array([(fps or {}).get(name, np.nan) for name in areas.names], dtype=np.float64)
     fps_ok = np.where(fps_arr > 0, fps_arr, np.nan)
     table = pd.DataFrame({
@@ -115,12 +131,13 @@ def evaluate_afd(
     references: dict[str, tuple[int, int]],
     available: list[str] | None = None,
     info: dict[str, Any] | None = None,
+    stride: int = 1,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """aFD over the videos of ``filelist`` (already split-filtered) that have an area curve.
 
     Videos of the file list without a curve, and videos with areas (``available``, default the curves' names)
     absent from the file list, are counted and listed in the summary, not evaluated. ``info`` items are added
-    to the summary.
+    to the summary. ``stride``: the curves hold every ``stride``-th frame (see :func:`afd_table`).
     """
     keys = [video_key(n) for n in filelist["FileName"]]
     fps = dict(zip(keys, pd.to_numeric(filelist["FPS"], errors="coerce"), strict=True))
@@ -131,7 +148,7 @@ def evaluate_afd(
     not_in_filelist = sorted(k for k in (have if available is None else available) if k not in wanted)
     keep = [i for i, n in enumerate(areas.names) if n in wanted]
     subset = areas if len(keep) == len(areas) else _subset(areas, keep)
-    table = afd_table(subset, references, fps, splits)
+    table = afd_table(subset, references, fps, splits, stride=stride)
     summary = afd_summary(table, without_areas=without_areas, not_in_filelist=not_in_filelist, info=info)
     return table, summary
 
@@ -151,8 +168,10 @@ def sample_videos(table: pd.DataFrame, n: int = 8) -> list[str]:
     return worst + [rest[i] for i in dict.fromkeys(picks)]
 
 
-def plot_area_curves(path: str | Path, table: pd.DataFrame, areas: AreaSignals, names: list[str]) -> None:
-    """Save a grid of area curves with reference (solid) and estimated (dashed) ED (red) and ES (blue) frames."""
+def plot_area_curves(path: str | Path, table: pd.DataFrame, areas: AreaSignals, names: list[str],
+                     stride: int = 1) -> None:
+    """Save a grid of area curves with reference (solid) and estimated (dashed) ED (red) and ES (blue) frames
+    (``stride``: point ``i`` of a curve is frame ``i * stride``)."""
     import matplotlib  # deferred: heavy import, loaded only when this path runs
 
     matplotlib.use("Agg")
@@ -168,7 +187,8 @@ def plot_area_curves(path: str | Path, table: pd.DataFrame, areas: AreaSignals, 
         ax.axis("off")
     for ax, name in zip(axes.flat, names, strict=False):
         row = rows.loc[name]
-        ax.plot(areas.curve(where[name]), color="0.2", lw=1)
+        curve = areas.curve(where[name])
+        ax.plot(np.arange(len(curve)) * stride, curve, color="0.2", lw=1, marker="." if stride > 1 else None)
         for phase, color in (("ED", "tab:red"), ("ES", "tab:blue")):
             if row["Reference"] == "yes":
                 ax.axvline(int(row[f"{phase}_ref"]), color=color, lw=1.2, label=f"{phase} ref")
@@ -184,10 +204,11 @@ def plot_area_curves(path: str | Path, table: pd.DataFrame, areas: AreaSignals, 
     save_figure(path, fig)
 
 
-def write_afd_report(run, table: pd.DataFrame, summary: dict[str, Any], areas: AreaSignals, plot: int = 8) -> None:
+def write_afd_report(run, table: pd.DataFrame, summary: dict[str, Any], areas: AreaSignals, plot: int = 8,
+                     stride: int = 1) -> None:
     """Write per_video.csv, summary.json and area_curves.png into ``run`` (an echoseg Run)."""
 
     write_csv(run.file("per_video.csv"), table)
     if len(table):
-        plot_area_curves(run.file("area_curves.png"), table, areas, sample_videos(table, plot))
+        plot_area_curves(run.file("area_curves.png"), table, areas, sample_videos(table, plot), stride=stride)
     run.write_summary(summary)

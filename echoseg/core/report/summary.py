@@ -16,8 +16,14 @@ from rich.table import Table
 
 from echoseg.core.errors import UserError
 from echoseg.core.io import read_json
+from echoseg.core.report.echodfkd import SHOWN as ECHODFKD_SHOWN
+from echoseg.core.report.echodfkd import TITLES as ECHODFKD_TITLES
+from echoseg.core.report.echodfkd import echodfkd_tables, scaling_row, subsample_of
 from echoseg.core.report.pretraining import COMMANDS as PRETRAINING_COMMANDS
 from echoseg.core.report.pretraining import plot_panel, pretraining_table
+from echoseg.core.report.synthetic_boost import TITLES as SB_TITLES
+from echoseg.core.report.synthetic_boost import display as sb_display
+from echoseg.core.report.synthetic_boost import synthetic_boost_tables
 from echoseg.core.runs import Run
 from echoseg.core.stats.labels import lineage, lineage_note, looks_like_stamp, run_labels, training_strategy
 from echoseg.core.stats.report import fmt_metric, fmt_p, unit_of
@@ -115,6 +121,8 @@ def afd_row(run: Path, rec: dict[str, Any], summary: dict[str, Any], label: str 
 def collect(runs: list[Path]) -> dict[str, pd.DataFrame]:
     """Sort runs by kind (from run.json) into the four tables."""
     seg, stats, afd, pretraining = [], [], [], []
+    stats_runs = []  # (run, summary) of stats wilcoxon runs: Synthetic Boost's Fig. 2 pairs their sides
+    students, sampled = [], []  # EchoDFKD's scaling (distill) and sampling-rate (eval afd --subsample) rows
     for run in runs:
         rec, summary = _load(run)
         command = rec.get("command", "")
@@ -124,9 +132,13 @@ def collect(runs: list[Path]) -> dict[str, pd.DataFrame]:
             seg.append(seg_row(Path(run), rec, summary))
         elif command == "stats wilcoxon":
             stats.extend(stats_rows(Path(run), summary))
+            stats_runs.append((Path(run), summary))
         elif command == "eval afd":
             afd.append(afd_row(Path(run), rec, summary))
+            sampled.append({**afd[-1], "subsample": subsample_of(rec, summary)})
         elif command == "distill":
+            if (student := scaling_row(Path(run), rec, summary)) is not None:
+                students.append(student)
             for who in ("teacher", "student"):
                 block = dict((summary.get("eval") or {}).get(who) or {})
                 if "aFD_ED_frames" in block:
@@ -139,7 +151,8 @@ def collect(runs: list[Path]) -> dict[str, pd.DataFrame]:
     if not (seg or stats or afd or pretraining):
         raise UserError("no runs to report")
     return {"segmentation": pd.DataFrame(seg), "paired_tests": pd.DataFrame(stats), "afd": pd.DataFrame(afd),
-            "pretraining": pretraining_table(pretraining)}
+            "pretraining": pretraining_table(pretraining), **echodfkd_tables(students, sampled),
+            **synthetic_boost_tables(pd.DataFrame(seg), stats_runs)}
 
 
 def _missing(v: Any) -> bool:
@@ -216,6 +229,8 @@ def markdown(tables: dict[str, pd.DataFrame], note: str | None = None) -> str:
         "afd": "ED/ES detection: average frame distance (EchoDFKD)",
         "pretraining": "Vision-language pre-training: retrieval R@1, zero-shot and probe AUC [95% CI], grounding Dice "
                        "per method and pre-training data (SynCXR Tables 1 and 3)",
+        **ECHODFKD_TITLES,
+        **SB_TITLES,
     }
     parts = ["# echoseg summary", ""]
     if note:
@@ -223,6 +238,7 @@ def markdown(tables: dict[str, pd.DataFrame], note: str | None = None) -> str:
     for key, df in tables.items():
         if df.empty:
             continue
+        df = sb_display(key, df)  # Synthetic Boost's tables as the paper prints them; others unchanged
         shown = [c for c in df.columns if c != "run"]
         parts += [f"## {titles[key]}", "", "| " + " | ".join(_header(c) for c in shown) + " |",
                   "|" + "---|" * len(shown)]
@@ -241,6 +257,7 @@ SHOWN = {
     "paired_tests": ("comparison", "group", "metric", "n", "mean_diff", "ci_low", "ci_high", "p_adj"),
     "afd": ("segmenter", "aFD_ED_frames", "aFD_ES_frames", "aFD_ED_ms", "aFD_ES_ms", "videos"),
     "pretraining": ("method", "data", "i2t_r1"),  # then every evaluation column the runs have
+    **ECHODFKD_SHOWN,
 }
 
 
@@ -252,7 +269,8 @@ def _console_header(column: str) -> str:
 def rich_table(key: str, df: pd.DataFrame) -> Table:
     """A compact rich table of the columns a reader looks at first (all columns are in summary.md)."""
     table = Table(title=key.replace("_", " "))
-    cols = [c for c in SHOWN[key] if c in df.columns]
+    df = sb_display(key, df)
+    cols = [c for c in SHOWN[key] if c in df.columns] if key in SHOWN else [c for c in df.columns if c != "run"]
     if key == "pretraining":
         cols += [c for c in df.columns if c.endswith("_auc") or c == "grounding_dice"]
     for col in cols:
