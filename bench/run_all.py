@@ -104,6 +104,8 @@ def render_section(result: dict, when: str, host: str) -> str:
     lines = [f"## {result['name']}", ""]
     if result.get("description"):
         lines += [result["description"], ""]
+    if result.get("finding") and "error" not in result:
+        lines += [f"**Finding:** {result['finding']}", ""]
     lines += [f"Measured {when} on {host}.", ""]
     if "error" in result:
         lines += [f"**FAILED TO RUN**: {result['error']}", ""]
