@@ -36,3 +36,6 @@ def test_pipeline_script_completes(tmp_path):
                                                          for d in ("real", "synthetic", "mix")}
     assert all({"zs_view_auc", "zs_phase_auc", "grounding_dice"} <= set(r) for r in table)
     assert (report / "figure.png").stat().st_size > 0 and (report / "summary.md").is_file()
+    afd = {who: json.loads((root / f"afd-{who}" / "summary.json").read_text()) for who in ("teacher", "student")}
+    for phase in ("ED", "ES"):  # issue 18: the distilled student detects ED/ES within 1 frame of its teacher
+        assert afd["student"][f"aFD_{phase}_frames"] <= afd["teacher"][f"aFD_{phase}_frames"] + 1.0, afd

@@ -53,7 +53,8 @@ def test_distill_end_to_end_with_eval_and_cache_reuse(setup, tmp_path, capsys):
     assert "| parameters | 39,577 |" in (out / "report.md").read_text()
     assert (out / "checkpoints" / "model.json").is_file() and len(out.joinpath("metrics.jsonl").read_text().split(
         "\n")) == 3
-    assert json.loads((out / "checkpoints" / "model.json").read_text())["spec"]["warmup"] == 16  # warm start
+    spec = json.loads((out / "checkpoints" / "model.json").read_text())["spec"]
+    assert spec["warmup"] == 16 and spec["horizon"] == 8  # warm start; spans of the training window (--seq-len)
     assert "a student needs ~100 or more to follow its teacher" in (out / "log.txt").read_text()  # 4 steps in all
     cached = Path(summary["pseudo_labels"]["train"])
     assert cached.parent.name == "pseudo" and echo not in cached.parents

@@ -160,18 +160,19 @@ def validate(model, videos: VideoSet, device: torch.device, autocast, chunk: int
     for name in videos.names:
         frames = videos.cache.frames(name, mmap=False)
         labels = videos.cache.labels(name, mmap=False)
-        with autocast():  # the video starts from the student's warm state, as in ``predict``
-            state = model.warm_state(model.normalise(torch.from_numpy(frames[: model.warmup + 1]).to(device))[None])
-        for s in range(0, len(frames), chunk):
-            x = model.normalise(torch.from_numpy(frames[s : s + chunk]).to(device))[None, :, None]
-            y = torch.from_numpy(labels[s : s + chunk]).to(device).float() / 255.0
-            with autocast():
-                logits, state = model(x, state, return_state=True)
+
+        def window(a: int, b: int, frames=frames) -> torch.Tensor:
+            return model.normalise(torch.from_numpy(frames[a:b]).to(device))[None]
+
+        with autocast():  # warm start and spans of the student's horizon, as in ``predict``
+            pieces = list(model.stream(window, len(frames), chunk))
+        for s, stop, logits in pieces:
+            y = torch.from_numpy(labels[s:stop]).to(device).float() / 255.0
             logits = logits[0, :, 0].float()
             loss_sum += float(F.binary_cross_entropy_with_logits(logits, y, reduction="sum"))
             pixels += y.numel()
             prob = torch.sigmoid(logits)
-            teacher = torch.from_numpy(labels[s : s + chunk]).to(device) >= TEACHER_CUT
+            teacher = torch.from_numpy(labels[s:stop]).to(device) >= TEACHER_CUT
             for k in range(len(THRESHOLDS)):
                 dice_sum[k] += frame_dice(prob > thr[k], teacher).sum()
             frames_n += len(y)
@@ -182,11 +183,12 @@ def validate(model, videos: VideoSet, device: torch.device, autocast, chunk: int
             "threshold": float(THRESHOLDS[best]), "val_dice_at_0.5": float(dice[int(np.argmin(abs(THRESHOLDS - .5)))])}
 
 
-def build_student(cfg: DistillConfig, mean: float, std: float):
-    """The convlstm student of ``cfg`` normalising with the training frames' grey-level ``mean``/``std``."""
+def build_student(cfg: DistillConfig, mean: float, std: float, horizon: int | None = None):
+    """The convlstm student of ``cfg`` normalising with the training frames' grey-level ``mean``/``std``; it
+    segments videos in spans of ``horizon`` frames (default: ``cfg.seq_len``, the training window)."""
     extra = {} if cfg.warmup is None else {"warmup": cfg.warmup}
     return build_model("convlstm", cfg.model_config, blocks=cfg.blocks, layers=cfg.layers, skips=cfg.skips,
-                       mean=mean, std=std, **extra)
+                       mean=mean, std=std, horizon=cfg.seq_len if horizon is None else horizon, **extra)
 
 
 def train_student(cfg: DistillConfig, run: Run, train_set: VideoSet, val_set: VideoSet,
@@ -203,7 +205,7 @@ def train_student(cfg: DistillConfig, run: Run, train_set: VideoSet, val_set: Vi
     seq_len = min(cfg.seq_len, min(lengths))
     if seq_len < cfg.seq_len:
         run.log(f"--seq-len {cfg.seq_len} exceeds the shortest training video; using {seq_len} frames")
-    accelerator = make_accelerator(cfg.precision, cfg.device)
+    accelerator = make_accelerator(cfg.precision, cfg.device, run)  # run: its --report-to trackers
     set_seed(cfg.seed)
     folder = run.path / artefacts.CKPT_DIR
     state = None if run.fresh else ckpt.load_training_state(folder)
@@ -211,7 +213,7 @@ def train_student(cfg: DistillConfig, run: Run, train_set: VideoSet, val_set: Vi
         model, _ = artefacts.load_trained_model(run.path, "last", option="--resume")
     else:
         mean, std = frame_stats(train_set)
-        model = build_student(cfg, mean, std)
+        model = build_student(cfg, mean, std, horizon=seq_len)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     book = {"epoch": 0, "best_loss": math.inf, "best_epoch": 0, "best_dice": None, "threshold": 0.5,
             "bad_epochs": 0, "elapsed": 0.0, "done": False, "stopped_early": False}

@@ -38,10 +38,19 @@ frame. :meth:`ConvLSTMStudent.predict` therefore starts each video from :meth:`C
 state after frames ``k..1`` played backwards (a temporal reflection, ``k = min(warmup, T - 1)``; outputs discarded).
 The output of frame ``t`` then depends on frames ``0..max(t, k)``: causal after the first ``k`` frames; ``warmup=0``
 (a spec without the key, i.e. students distilled before it existed) is the strictly causal cold start.
+
+Horizon (``horizon`` frames; ``echoseg distill`` sets it to its training window, ``--seq-len``): a student trained on
+windows of L frames has never carried its state much further, and over longer videos its masks drift (on 48-frame toy
+videos a student trained on 16-frame windows shrank the LV from frame ~32 on, and put ES at the last frame). So a
+video is segmented in spans of ``horizon`` frames, each from a fresh state warmed on the ``warmup`` frames before it
+(played forwards: still causal); the first span starts from the reflected warm state above. Frame ``t`` then depends
+on at most ``warmup + horizon`` frames, the regime validation measured. ``horizon=0`` (also a spec without the key)
+carries one state over the whole video.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -255,7 +264,8 @@ class ConvLSTMStudent(nn.Module):
     name: str = "convlstm"
 
     def __init__(self, blocks: int = 4, layers: int = 1, base_filters: int = 12, in_channels: int = 1,
-                 kernel: int = 3, skips: bool = False, mean: float = 0.0, std: float = 255.0, warmup: int = 0) -> None:
+                 kernel: int = 3, skips: bool = False, mean: float = 0.0, std: float = 255.0, warmup: int = 0,
+                 horizon: int = 0) -> None:
         super().__init__()
         if not 1 <= int(blocks) <= 4:
             raise UserError(f"--blocks must be 1..4, got {blocks}")
@@ -265,9 +275,11 @@ class ConvLSTMStudent(nn.Module):
             raise UserError(f"convlstm: std must be > 0, got {std}")
         if int(warmup) < 0:
             raise UserError(f"convlstm: warmup must be >= 0, got {warmup}")
+        if int(horizon) < 0:
+            raise UserError(f"convlstm: horizon must be >= 0, got {horizon}")
         self.blocks, self.layers, self.base_filters = int(blocks), int(layers), int(base_filters)
         self.in_channels, self.kernel, self.skips = int(in_channels), int(kernel), bool(skips)
-        self.mean, self.std, self.warmup = float(mean), float(std), int(warmup)
+        self.mean, self.std, self.warmup, self.horizon = float(mean), float(std), int(warmup), int(horizon)
         widths = [self.base_filters * 2**i for i in range(self.blocks)]
         self.widths = widths
         self.encoder = nn.ModuleList()
@@ -304,6 +316,30 @@ class ConvLSTMStudent(nn.Module):
         frames ``x`` (1, >= k + 1, 1, H, W) run backwards, ``k = min(warmup, frames - 1)``; None (zeros) when k is 0."""
         k = min(self.warmup, x.shape[1] - 1)
         return self(x[:, 1 : k + 1].flip(1), None, return_state=True)[1] if k > 0 else None
+
+    def stream(self, frames: Callable[[int, int], torch.Tensor], total: int, chunk: int
+               ) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """Logits of a whole video, chunk by chunk, in spans of :attr:`horizon` frames (see the module docstring).
+
+        Args:
+            frames: ``frames(a, b)`` gives the normalised frames ``a..b-1`` as (1, b - a, 1, H, W).
+            total: the video's frame count.
+            chunk: frames per forward call (the state carries across chunks, so the result does not depend on it).
+        Yields:
+            ``(start, stop, logits)`` with logits (1, stop - start, 1, H, W), in frame order.
+        """
+        span = self.horizon or total
+        for first in range(0, total, span):
+            if first == 0:
+                state = self.warm_state(frames(0, min(self.warmup + 1, total)))
+            else:
+                k = min(self.warmup, first)
+                state = self(frames(first - k, first), None, return_state=True)[1] if k > 0 else None
+            end = min(first + span, total)
+            for start in range(first, end, max(1, int(chunk))):
+                stop = min(start + max(1, int(chunk)), end)
+                logits, state = self(frames(start, stop), state, return_state=True)
+                yield start, stop, logits
 
     def forward(self, x: torch.Tensor, state: State | None = None, return_state: bool = False,
                 fast: bool | None = None):
@@ -426,7 +462,7 @@ class ConvLSTMStudent(nn.Module):
 
     @torch.no_grad()
     def predict(self, frames: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """LV probabilities of one video in one pass from its :meth:`warm_state`.
+        """LV probabilities of one video from its :meth:`warm_state`, in spans of :attr:`horizon` frames.
 
         Args:
             frames: (T, H, W) uint8 grey frames.
@@ -439,12 +475,11 @@ class ConvLSTMStudent(nn.Module):
         device = next(self.parameters()).device
         out = np.empty(frames.shape, np.float32)
         try:
-            state = self.warm_state(self.normalise(torch.from_numpy(np.ascontiguousarray(
-                frames[: self.warmup + 1])).to(device))[None])
-            for start in range(0, len(frames), max(1, int(batch_size))):
-                chunk = torch.from_numpy(np.ascontiguousarray(frames[start : start + batch_size])).to(device)
-                logits, state = self(self.normalise(chunk)[None], state, return_state=True)
-                out[start : start + len(chunk)] = torch.sigmoid(logits[0, :, 0].float()).cpu().numpy()
+            def window(a: int, b: int) -> torch.Tensor:
+                return self.normalise(torch.from_numpy(np.ascontiguousarray(frames[a:b])).to(device))[None]
+
+            for start, stop, logits in self.stream(window, len(frames), batch_size):
+                out[start:stop] = torch.sigmoid(logits[0, :, 0].float()).cpu().numpy()
         finally:
             self.train(was_training)
         return out
@@ -474,13 +509,15 @@ class ConvLSTMStudent(nn.Module):
         """The architecture and input normalisation (``build_model('convlstm', spec)`` rebuilds it)."""
         return {"blocks": self.blocks, "layers": self.layers, "base_filters": self.base_filters,
                 "in_channels": self.in_channels, "kernel": self.kernel, "skips": self.skips,
-                "mean": self.mean, "std": self.std, "warmup": self.warmup}
+                "mean": self.mean, "std": self.std, "warmup": self.warmup,
+                "horizon": self.horizon}
 
     def save_assets(self, folder: Path) -> None:
         """Nothing besides the weights and model.json is needed."""
 
 
-SPEC_KEYS = ("blocks", "layers", "base_filters", "in_channels", "kernel", "skips", "mean", "std", "warmup")
+SPEC_KEYS = ("blocks", "layers", "base_filters", "in_channels", "kernel", "skips", "mean", "std", "warmup",
+             "horizon")
 
 
 @register("convlstm")

@@ -86,6 +86,23 @@ def test_warm_start_is_the_reflected_first_frames_and_chunk_independent():
     assert build_model("convlstm", spec).warmup == 0
 
 
+def test_horizon_restarts_the_state_on_the_frames_before_each_span():
+    student = build_model("convlstm", "tiny", blocks=2, mean=60.0, std=40.0, warmup=3, horizon=5).eval()
+    assert student.spec()["horizon"] == 5
+    frames = np.random.default_rng(1).integers(0, 256, (13, 16, 16), dtype=np.uint8)
+    spans = student.predict(frames, batch_size=2)
+    np.testing.assert_allclose(spans, student.predict(frames, batch_size=32), atol=1e-6)  # chunk independent
+    student.horizon = 0
+    whole = student.predict(frames)
+    np.testing.assert_allclose(spans[:5], whole[:5], atol=1e-6)  # the first span: the reflected warm start
+    for first in (5, 10):  # later spans: a zero state warmed forwards on the 3 frames before the span (causal)
+        np.testing.assert_allclose(spans[first : first + 5], _cold(student, frames[first - 3 : first + 5])[3:],
+                                   atol=1e-6)
+    assert np.abs(spans - whole)[5:].max() > 1e-4  # one state over the video differs after the first span
+    spec = {key: v for key, v in student.spec().items() if key != "horizon"}  # a student distilled before
+    assert build_model("convlstm", spec).horizon == 0
+
+
 def test_student_area_curve_tracks_its_teacher(tmp_path):
     """Issue 18: with enough steps (~60 here) the distilled student follows its teacher's LV area curve from the first
     frame on, so that ED/ES detection from it scores like the teacher's (aFD within 1 frame, ED and ES); from a cold
