@@ -121,7 +121,7 @@ for FRACTION in 0.1 1; do
   STATS+=("$(echoseg stats wilcoxon --baseline "${FROZEN[1]}" "${FROZEN[0]}" --out "$ROOT/stats-frozen-$FRACTION")")
 done
 
-say "14. one summary: Dice (Synthetic Boost Table 2), paired tests (Fig. 2), aFD (EchoDFKD), pre-training (SynCXR)"
+say "14. one summary: Dice per run, paired tests with CIs, aFD (EchoDFKD), pre-training (SynCXR)"
 REPORT=$(echoseg report "${RUNS[@]}" "${STATS[@]}" "$AFD_TEACHER" "$AFD_STUDENT" "${PRETRAIN_RUNS[@]}" \
   "${EVAL_RUNS[@]}" --out "$ROOT/report")
 

@@ -23,7 +23,7 @@ def report(
 ) -> None:
     """Summarise finished runs like the papers do.
 
-    A Dice table per model and training strategy (Synthetic Boost Table 2), paired tests with CIs (its Fig. 2),
+    A Dice table per run (model, training strategy, prompt), paired tests with CIs,
     an aFD table (EchoDFKD) and a pre-training table: retrieval, zero-shot and probe AUC with CIs and grounding
     Dice per method and pre-training data real / synthetic / mix (SynCXR Tables 1 and 3).
 

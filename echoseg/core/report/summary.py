@@ -1,7 +1,8 @@
 """Collect train / eval seg, stats wilcoxon, eval afd and distill runs into one comparable summary.
 
-The segmentation table mirrors Synthetic Boost's Table 2 (mean test Dice per structure for each model and training
-strategy), the paired-test table its Fig. 2, and the aFD table EchoDFKD's ED/ES detection table.
+The segmentation table lists mean test Dice per structure for each run (model, training strategy, prompt), the
+paired-test table every Wilcoxon row, and the aFD table EchoDFKD's ED/ES detection table; Synthetic Boost's own
+Tables 2/3 and Figs. 2/3 and EchoDFKD's Figs. 4/6 come from :mod:`.synthetic_boost` and :mod:`.echodfkd`.
 """
 
 from __future__ import annotations
@@ -224,8 +225,8 @@ def provenance(runs: list[Path]) -> str | None:
 def markdown(tables: dict[str, pd.DataFrame], note: str | None = None) -> str:
     """The three tables as markdown (run paths left out for readability), after ``note`` when given."""
     titles = {
-        "segmentation": "Segmentation: mean test Dice per structure (Synthetic Boost Table 2)",
-        "paired_tests": "Paired Wilcoxon signed-rank tests on per-sample metrics, B - A (Synthetic Boost Fig. 2)",
+        "segmentation": "Segmentation: mean test Dice per structure, one row per run",
+        "paired_tests": "Paired Wilcoxon signed-rank tests on per-sample metrics, B - A",
         "afd": "ED/ES detection: average frame distance (EchoDFKD)",
         "pretraining": "Vision-language pre-training: retrieval R@1, zero-shot and probe AUC [95% CI], grounding Dice "
                        "per method and pre-training data (SynCXR Tables 1 and 3)",
