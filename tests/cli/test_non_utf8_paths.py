@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux file names are bytes; macOS/Windows are UTF-16")
+# slow tier: every case is a real subprocess (~19 s in all), which keeps `make test` inside its 4 minutes
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux", reason="Linux file names are bytes; macOS/Windows are UTF-16"),
+    pytest.mark.slow,
+]
 
 
 def _echoseg(*args: str, cwd: Path | str | None = None) -> subprocess.CompletedProcess:

@@ -39,6 +39,7 @@ def _wait_for_status(run: Path, proc: subprocess.Popen, timeout: float = 120) ->
     pytest.fail("the run never started iterating")
 
 
+@pytest.mark.slow  # a real training subprocess killed mid-epoch, twice (~13 s)
 @pytest.mark.parametrize("closed_stderr", [False, True])
 def test_sigterm_marks_interrupted(camus, tmp_path, closed_stderr):
     run = tmp_path / "synth"
